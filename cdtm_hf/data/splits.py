@@ -1,0 +1,310 @@
+"""Seeded, reproducible train/validation/test splits for the medical image builders.
+
+Two algorithms are provided:
+
+* :func:`stratified_split` -- the paper's random stratified split (3:1:1 for BreakHis,
+  1:1:2 for HCRF).  Every class is apportioned exactly: the held-out splits of a class
+  receive ``round_half_up(n_c * r_i / sum(r))`` images and the split with the largest
+  ratio (train for 3:1:1) receives the remainder.  This reproduces Table II of the
+  paper for BreakHis ``malignant_200x`` (DC 538/179/179, LC 97/33/33, MC 118/39/39,
+  PC 81/27/27) and keeps every per-class count within +-1 of its exact share.
+* :func:`patient_grouped_split` -- the leakage-free split: all images of one group
+  (patient, lesion, ...) land in the same split, while class proportions follow the
+  requested ratios as closely as the group sizes allow (greedy assignment with a
+  per-class coverage guarantee and a few seeded restarts).
+
+Both functions are pure (no I/O), deterministic given ``seed`` and the *order* of the
+inputs, and return :class:`SplitIndices` (sorted index arrays).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+__all__ = [
+    "SPLIT_NAMES",
+    "SPLIT_STRATEGIES",
+    "InsufficientSamplesError",
+    "SplitIndices",
+    "apportion",
+    "assignment_from_indices",
+    "minimum_class_size",
+    "normalize_ratios",
+    "patient_grouped_split",
+    "stratified_split",
+]
+
+SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
+
+#: ``paper``: random stratified split (reproduces the paper; leaks patients across splits).
+#: ``patient``: grouped split, no patient in two splits (recommended).
+#: ``official``: the dataset's own train/test split, validation carved from train by patient.
+SPLIT_STRATEGIES: tuple[str, str, str] = ("paper", "patient", "official")
+
+
+class InsufficientSamplesError(ValueError):
+    """A class has too few images (or groups) for the requested split."""
+
+
+class SplitIndices(NamedTuple):
+    """Sorted integer index arrays of the three splits."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def normalize_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """Validate a ``(train, validation, test)`` ratio triple (any positive scale)."""
+    try:
+        values = tuple(float(r) for r in ratios)
+    except TypeError as err:
+        raise ValueError(f"ratios must be a sequence of 3 numbers, got {ratios!r}") from err
+    if len(values) != 3:
+        raise ValueError(f"ratios must have 3 entries (train, validation, test), got {ratios!r}")
+    if any(not math.isfinite(r) or r < 0 for r in values) or sum(values) <= 0:
+        raise ValueError(f"ratios must be finite, non-negative and not all zero, got {ratios!r}")
+    return values  # type: ignore[return-value]
+
+
+def apportion(n: int, ratios: Sequence[float]) -> list[int]:
+    """Split ``n`` items into ``len(ratios)`` integer counts.
+
+    Every split except the one with the largest ratio (the first on ties) gets
+    ``floor(n * r_i / sum(r) + 0.5)``; the largest one gets the remainder.  Splits with a
+    zero ratio get nothing.  Each count is within +-1 of its exact share ``n * r_i / sum(r)``
+    (the remainder split within ``0.5 * (len(ratios) - 1)``).
+
+    >>> apportion(163, (3, 1, 1))
+    [97, 33, 33]
+    >>> apportion(140, (1, 1, 2))
+    [35, 35, 70]
+    """
+    r = [float(x) for x in ratios]
+    total = sum(r)
+    big = max(range(len(r)), key=lambda i: (r[i], -i))
+    counts = [0] * len(r)
+    for i, ri in enumerate(r):
+        if i != big and ri > 0:
+            counts[i] = int(math.floor(n * ri / total + 0.5))
+    # Tiny n: rounding up may over-allocate; take back from the largest held-out splits.
+    while sum(counts) > n:
+        j = max((i for i in range(len(r)) if i != big), key=lambda i: (counts[i], -i))
+        counts[j] -= 1
+    counts[big] = n - sum(counts)
+    return counts
+
+
+def minimum_class_size(ratios: Sequence[float], limit: int = 100_000) -> int:
+    """Smallest class size for which every split with a positive ratio gets >= 1 item."""
+    r = normalize_ratios(ratios)
+    needed = sum(1 for x in r if x > 0)
+    for m in range(needed, limit):
+        counts = apportion(m, r)
+        if all(c >= 1 for c, x in zip(counts, r) if x > 0):
+            return m
+    return limit  # pragma: no cover - only for absurd ratios
+
+
+def assignment_from_indices(n: int, indices: SplitIndices, names: Sequence[str] = SPLIT_NAMES) -> list[str]:
+    """Turn :class:`SplitIndices` into a per-item list of split names."""
+    out: list[Optional[str]] = [None] * n
+    for name, idx in zip(names, indices):
+        for i in idx:
+            out[int(i)] = name
+    missing = [i for i, v in enumerate(out) if v is None]
+    if missing:  # pragma: no cover - internal invariant
+        raise RuntimeError(f"{len(missing)} items were not assigned to any split")
+    return out  # type: ignore[return-value]
+
+
+def _class_name(value: Any, class_names: Optional[Sequence[str]]) -> str:
+    if class_names is not None:
+        try:
+            return str(class_names[int(value)])
+        except (ValueError, TypeError, IndexError):
+            pass
+    return str(value)
+
+
+def _split_desc(ratios: Sequence[float]) -> str:
+    return ":".join(f"{x:g}" for x in ratios)
+
+
+def stratified_split(
+    labels: Sequence[Any],
+    ratios: Sequence[float] = (3, 1, 1),
+    seed: int = 42,
+    class_names: Optional[Sequence[str]] = None,
+) -> SplitIndices:
+    """Random stratified train/validation/test split (the paper's protocol).
+
+    Args:
+        labels: one label per item (ints or strings).
+        ratios: ``(train, validation, test)`` proportions, e.g. ``(3, 1, 1)`` or ``(1, 1, 2)``.
+        seed: seed of the ``numpy.random.default_rng`` used to shuffle each class.
+        class_names: optional names used in error messages when labels are ints.
+
+    Returns:
+        :class:`SplitIndices` with sorted indices into ``labels``.
+
+    Raises:
+        InsufficientSamplesError: a class is too small to put at least one image in
+            every split with a positive ratio (the message names the class, its count and
+            the minimum needed).
+    """
+    r = normalize_ratios(ratios)
+    y = np.asarray(list(labels))
+    if y.ndim != 1:
+        raise ValueError("stratified_split expects one label per item; use patient_grouped_split for multi-label data")
+    n = len(y)
+    if n == 0:
+        raise InsufficientSamplesError("cannot split an empty dataset")
+    rng = np.random.default_rng(seed)
+    minimum = minimum_class_size(r)
+    parts: list[list[int]] = [[], [], []]
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        counts = apportion(len(idx), r)
+        if any(c < 1 for c, x in zip(counts, r) if x > 0):
+            raise InsufficientSamplesError(
+                f"class {_class_name(cls, class_names)!r} has {len(idx)} images, but a "
+                f"{_split_desc(r)} split needs at least {minimum} per class"
+            )
+        perm = rng.permutation(idx)
+        start = 0
+        for k, c in enumerate(counts):
+            parts[k].extend(perm[start : start + c].tolist())
+            start += c
+    return SplitIndices(*(np.sort(np.asarray(p, dtype=np.int64)) for p in parts))
+
+
+def _label_matrix(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """(n_items, n_classes) indicator matrix and the class values (or indices) it covers."""
+    if len(labels) and np.ndim(labels[0]) == 1:  # multi-hot vectors
+        mat = (np.asarray([np.asarray(x, dtype=float) for x in labels], dtype=float) > 0).astype(float)
+        return mat, list(range(mat.shape[1]))
+    values = np.asarray(list(labels))
+    classes, inverse = np.unique(values, return_inverse=True)
+    mat = np.zeros((len(values), len(classes)), dtype=float)
+    mat[np.arange(len(values)), inverse.reshape(-1)] = 1.0
+    return mat, list(classes)
+
+
+def patient_grouped_split(
+    labels: Sequence[Any],
+    groups: Sequence[Any],
+    ratios: Sequence[float] = (3, 1, 1),
+    seed: int = 42,
+    class_names: Optional[Sequence[str]] = None,
+    n_restarts: Optional[int] = None,
+) -> SplitIndices:
+    """Grouped (e.g. patient-level) stratified split: no group appears in two splits.
+
+    The assignment is greedy: first every split with a positive ratio receives, for each
+    class (rarest first), one group containing that class (so every class is present in
+    every split whenever it has enough groups); the remaining groups are then placed,
+    largest first, in the split where they reduce the squared deviation of the per-class
+    (and total) counts from their targets the most.  A few seeded restarts with
+    perturbed group orders are tried and the best assignment is kept.
+
+    Args:
+        labels: one label per item, or one multi-hot vector per item (multi-label).
+        groups: one group id per item (patient id, lesion id, ...).
+        ratios: ``(train, validation, test)`` proportions; a zero ratio gives an empty split.
+        seed: seed; the result is deterministic given ``seed`` and the input order.
+        class_names: optional names used in error messages when labels are ints.
+        n_restarts: number of greedy restarts (default: adaptive, 1..16 by dataset size).
+
+    Raises:
+        InsufficientSamplesError: a class occurs in fewer groups than splits with a
+            positive ratio (the message names the class, its number of groups/images and
+            the minimum needed).
+    """
+    r = np.asarray(normalize_ratios(ratios), dtype=float)
+    n = len(labels)
+    if n == 0:
+        raise InsufficientSamplesError("cannot split an empty dataset")
+    if len(groups) != n:
+        raise ValueError(f"labels and groups differ in length ({n} vs {len(groups)})")
+    y, classes = _label_matrix(labels)
+    group_values = np.asarray([str(g) for g in groups])
+    uniq_groups, g_inv = np.unique(group_values, return_inverse=True)
+    n_groups, n_classes = len(uniq_groups), y.shape[1]
+
+    # Per-group count vectors: classes + total.
+    gvec = np.zeros((n_groups, n_classes + 1), dtype=float)
+    np.add.at(gvec[:, :n_classes], g_inv, y)
+    np.add.at(gvec[:, n_classes], g_inv, 1.0)
+    totals = gvec.sum(axis=0)
+    active = r > 0
+    n_active = int(active.sum())
+    targets = np.outer(r / r.sum(), totals)  # (3, C+1)
+    weights = 1.0 / np.maximum(totals, 1.0) ** 2
+
+    groups_with_class = (gvec[:, :n_classes] > 0).sum(axis=0)
+    for c in range(n_classes):
+        if totals[c] > 0 and groups_with_class[c] < n_active:
+            raise InsufficientSamplesError(
+                f"class {_class_name(classes[c], class_names)!r} occurs in {int(groups_with_class[c])} "
+                f"group(s) (patients) with {int(totals[c])} images, but a grouped "
+                f"{_split_desc(r)} split needs at least {n_active} groups per class"
+            )
+
+    if n_restarts is None:
+        n_restarts = int(max(1, min(16, 50_000 // max(n_groups, 1))))
+    master = np.random.default_rng(seed)
+    sizes = gvec[:, n_classes]
+    class_order = np.argsort(groups_with_class, kind="stable")
+    best_cost, best_assign = math.inf, None
+    for attempt in range(n_restarts):
+        rng = np.random.default_rng(master.integers(0, 2**63 - 1))
+        noise = rng.random(n_groups)
+        if attempt == 0:
+            order = np.lexsort((noise, -sizes))  # largest first, random ties
+        else:
+            order = np.argsort(-sizes * np.exp(rng.normal(0.0, 0.5, n_groups)), kind="stable")
+        assign = np.full(n_groups, -1, dtype=np.int64)
+        counts = np.zeros_like(targets)
+
+        # Phase 1: coverage -- each active split gets one group of every class.
+        for c in class_order:
+            if totals[c] == 0:
+                continue
+            for s in np.flatnonzero(active):
+                if counts[s, c] > 0:
+                    continue
+                cand = np.flatnonzero((assign < 0) & (gvec[:, c] > 0))
+                if len(cand) == 0:
+                    break
+                # Prefer small groups so the coverage step barely disturbs the ratios.
+                smallest = cand[sizes[cand] == sizes[cand].min()]
+                g = int(rng.choice(smallest))
+                assign[g] = s
+                counts[s] += gvec[g]
+
+        # Phase 2: greedy placement of the remaining groups.
+        inactive_penalty = np.where(active, 0.0, np.inf)
+        for g in order:
+            if assign[g] >= 0:
+                continue
+            v = gvec[g]
+            delta = ((2.0 * (counts - targets) * v + v * v) * weights).sum(axis=1) + inactive_penalty
+            s = int(np.argmin(delta))
+            assign[g] = s
+            counts[s] += v
+
+        cost = float((((counts - targets) ** 2) * weights).sum())
+        missing = sum(
+            1 for s in np.flatnonzero(active) for c in range(n_classes) if totals[c] > 0 and counts[s, c] == 0
+        )
+        cost += 1e6 * missing
+        if cost < best_cost - 1e-12:
+            best_cost, best_assign = cost, assign.copy()
+
+    item_split = best_assign[g_inv]
+    return SplitIndices(*(np.flatnonzero(item_split == k).astype(np.int64) for k in range(3)))

@@ -1,0 +1,123 @@
+"""Efficiency report in the columns of Table VII: params (M), GFLOPs at the model's input size, % trainable.
+
+FLOPs come from torch's own counter (`torch.utils.flop_counter.FlopCounterMode`), not a hand formula. The paper's
+"Flops(G)" column counts multiply-accumulates (thop convention), so the report shows GMACs = FLOPs / 2 beside it.
+
+    python -m cdtm_hf.efficiency --backbone vitb16.laion2b convnextb.laion2b
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .configuration_cdtm import CDTMConfig
+from .modeling_cdtm import CDTMForImageClassification
+
+# Table VII of the CDTM paper (BreakHis, 224 px): params (M), "Flops (G)", trainable share in LP.
+PAPER_TABLE_VII = {
+    "vitb16.laion2b": {"base_params_m": 85.77, "params_m": 102.84, "base_gflops": 16.86, "gflops": 17.90, "lp_trainable_pct": 16.6},
+    "convnextb.laion2b": {"base_params_m": 88.85, "params_m": 99.32, "base_gflops": 15.42, "gflops": 15.88, "lp_trainable_pct": 10.5},
+}
+
+
+@dataclass
+class EfficiencyRow:
+    backbone: str
+    params_m: float  # whole model, CDTM included
+    base_params_m: float  # the backbone + head without CDTM
+    added_params: int  # exactly what CDTM adds
+    gmacs: float  # multiply-accumulates (the paper's "Flops" convention)
+    base_gmacs: float
+    gflops: float  # torch FLOP counter (2 per multiply-accumulate)
+    lp_trainable_pct: float  # % of parameters trained in LP / SFT stage 1 (CDTM + head)
+    sft_stage2_trainable_pct: float  # % trained in SFT stage 2 / FFT (everything)
+
+
+def count_flops(model: torch.nn.Module, image_size: int) -> int:
+    """FLOPs of one forward pass on a single image, by torch's FLOP counter."""
+    model.eval()
+    pixel_values = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(pixel_values=pixel_values)
+    return counter.get_total_flops()
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def efficiency_row(config: CDTMConfig, name: str | None = None) -> EfficiencyRow:
+    """Build the model of `config` and its no-CDTM twin (random weights) and measure both."""
+    model = CDTMForImageClassification(config)
+    base_config = CDTMConfig(**{**config.to_dict(), "use_cdtm": False, "backbone_pretrained": False})
+    base = CDTMForImageClassification(base_config)
+    total, base_total = _params(model), _params(base)
+    trainable_lp = total - _params(model.backbone)
+    flops, base_flops = count_flops(model, config.image_size), count_flops(base, config.image_size)
+    return EfficiencyRow(
+        backbone=name or config.backbone,
+        params_m=total / 1e6,
+        base_params_m=base_total / 1e6,
+        added_params=model.added_parameters(),
+        gmacs=flops / 2e9,
+        base_gmacs=base_flops / 2e9,
+        gflops=flops / 1e9,
+        lp_trainable_pct=100.0 * trainable_lp / total,
+        sft_stage2_trainable_pct=100.0,
+    )
+
+
+def format_table(rows: list[EfficiencyRow]) -> str:
+    """A markdown table with our measurement and, where the paper reports one, Table VII beside it."""
+    lines = [
+        "| Backbone | Params (M) | +CDTM params | GMACs | +GMACs (CDTM) | LP trainable | SFT-2 trainable | Paper params (M) | Paper +GFLOPs | Paper LP trainable |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = PAPER_TABLE_VII.get(r.backbone)
+        ref = (
+            f"{paper['params_m']:.2f} | +{paper['gflops'] - paper['base_gflops']:.2f} | {paper['lp_trainable_pct']:.1f}%"
+            if paper
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {r.backbone} | {r.params_m:.2f} | {r.added_params:,} | {r.gmacs:.2f} | +{r.gmacs - r.base_gmacs:.2f} "
+            f"| {r.lp_trainable_pct:.1f}% | {r.sft_stage2_trainable_pct:.0f}% | {ref} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", nargs="+", default=["vitb16.laion2b", "convnextb.laion2b"],
+                        help="preset names or timm model names")
+    parser.add_argument("--backbone_library", default=None, help="timm or open_clip (presets set it)")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--num_labels", type=int, default=4)
+    parser.add_argument("--num_centers", type=int, default=300)
+    parser.add_argument("--cdtm_variant", default="official", choices=["official", "paper"])
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.backbone:
+        config = CDTMConfig(
+            backbone=name, backbone_library=args.backbone_library, image_size=args.image_size,
+            num_labels=args.num_labels, num_centers=args.num_centers, cdtm_variant=args.cdtm_variant,
+        )
+        rows.append(efficiency_row(config, name=name))
+    if args.json:
+        import json
+
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""HuggingFace ``datasets`` builders for the medical image sets used with CDTM.
+
+``datasets`` >= 4 has no loading scripts, so every set is an importable
+``datasets.GeneratorBasedBuilder`` subclass::
+
+    from cdtm_hf.data import BreakHis, load_medical_dataset
+
+    builder = BreakHis(config_name="malignant_200x", data_dir="BreaKHis_v1.tar.gz", cache_dir="cache")
+    builder.download_and_prepare()
+    ds = builder.as_dataset()          # DatasetDict: train / validation / test
+    print(builder.manifest_path)       # split_manifest.json: file -> split, seed, ratios, ...
+
+    ds = load_medical_dataset("breakhis", "BreaKHis_v1.tar.gz", split_strategy="patient", seed=42)
+
+See ``docs/datasets.md`` for sources, layouts, configs and split strategies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Optional, Union
+
+import datasets
+
+from ._common import (
+    MANIFEST_FILENAME,
+    CorruptImageError,
+    DataDirRequiredError,
+    DatasetLayoutError,
+    MedicalDatasetError,
+    MedicalImageBuilder,
+    MedicalImageConfig,
+    MissingColumnError,
+    MissingDependencyError,
+    read_manifest,
+)
+from .aptos2019 import APTOS2019
+from .breakhis import BreakHis, BreakHisConfig
+from .cbis_ddsm import CBISDDSM, CBISDDSMConfig
+from .chexpert import CheXpert, CheXpertConfig
+from .hcrf import HCRF, HCRFConfig
+from .isic2019 import ISIC2019, ISIC2019Config
+from .splits import (
+    SPLIT_NAMES,
+    SPLIT_STRATEGIES,
+    InsufficientSamplesError,
+    SplitIndices,
+    patient_grouped_split,
+    stratified_split,
+)
+
+logger = logging.getLogger(__name__)
+
+#: registry: dataset name -> builder class (names are matched case-insensitively,
+#: ignoring ``-``/``_``, so ``"CBIS-DDSM"`` and ``"cbis_ddsm"`` both work)
+DATASET_BUILDERS: dict[str, type[MedicalImageBuilder]] = {
+    "breakhis": BreakHis,
+    "hcrf": HCRF,
+    "isic2019": ISIC2019,
+    "aptos2019": APTOS2019,
+    "cbis_ddsm": CBISDDSM,
+    "chexpert": CheXpert,
+}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def get_builder_class(name: str) -> type[MedicalImageBuilder]:
+    """Builder class for a dataset name (see :data:`DATASET_BUILDERS`)."""
+    lookup = {_canonical(k): v for k, v in DATASET_BUILDERS.items()}
+    try:
+        return lookup[_canonical(name)]
+    except KeyError:
+        raise ValueError(f"unknown medical dataset {name!r}; available: {sorted(DATASET_BUILDERS)}") from None
+
+
+def load_medical_dataset(
+    name: str,
+    data_dir: Optional[Union[str, os.PathLike]],
+    config: Optional[str] = None,
+    split_strategy: str = "patient",
+    seed: int = 42,
+    cache_dir: Optional[str] = None,
+    skip_corrupt: bool = False,
+    **config_kwargs,
+) -> datasets.DatasetDict:
+    """Prepare (or reuse from the cache) a medical dataset and return its three splits.
+
+    Args:
+        name: a key of :data:`DATASET_BUILDERS` (``breakhis``, ``hcrf``, ``isic2019``,
+            ``aptos2019``, ``cbis_ddsm``, ``chexpert``).
+        data_dir: the dataset folder or archive; ``None`` downloads the public archive
+            where one exists (BreakHis, ISIC 2019) and raises
+            :class:`DataDirRequiredError` (saying where to get the data) otherwise.
+        config: builder config name (``None`` = the builder's default).
+        split_strategy: ``"patient"`` (recommended, no patient in two splits),
+            ``"paper"`` (random stratified, as in the paper) or ``"official"``.
+        seed: split seed.
+        cache_dir: ``datasets`` cache directory (default: the HF datasets cache).
+        skip_corrupt: skip unreadable images instead of raising (they are listed in
+            the manifest).
+        **config_kwargs: other config options, e.g. ``ratios=(1, 1, 2)``,
+            ``magnification=400``, ``uncertainty_policy="zeros"``.
+
+    Returns:
+        ``datasets.DatasetDict`` with ``train``, ``validation`` and ``test``.
+    """
+    cls = get_builder_class(name)
+    builder = cls(
+        config_name=config,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        split_strategy=split_strategy,
+        seed=seed,
+        skip_corrupt=skip_corrupt,
+        **config_kwargs,
+    )
+    builder.download_and_prepare()
+    splits = builder.as_dataset()
+    logger.info("%s split manifest: %s", cls.DISPLAY_NAME, builder.manifest_path)
+    return datasets.DatasetDict({s: splits[s] for s in SPLIT_NAMES})
+
+
+__all__ = [
+    "APTOS2019",
+    "BreakHis",
+    "BreakHisConfig",
+    "CBISDDSM",
+    "CBISDDSMConfig",
+    "CheXpert",
+    "CheXpertConfig",
+    "CorruptImageError",
+    "DATASET_BUILDERS",
+    "DataDirRequiredError",
+    "DatasetLayoutError",
+    "HCRF",
+    "HCRFConfig",
+    "ISIC2019",
+    "ISIC2019Config",
+    "InsufficientSamplesError",
+    "MANIFEST_FILENAME",
+    "MedicalDatasetError",
+    "MedicalImageBuilder",
+    "MedicalImageConfig",
+    "MissingColumnError",
+    "MissingDependencyError",
+    "SPLIT_NAMES",
+    "SPLIT_STRATEGIES",
+    "SplitIndices",
+    "get_builder_class",
+    "load_medical_dataset",
+    "patient_grouped_split",
+    "read_manifest",
+    "stratified_split",
+]

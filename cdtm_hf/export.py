@@ -1,0 +1,139 @@
+"""ONNX export of a CDTM classifier: ``pixel_values`` (B, 3, H, W) -> ``logits`` (B, num_labels), B dynamic.
+
+    python -m cdtm_hf.export <checkpoint_dir> <out.onnx> [--verify] [--opset 17] [--static-batch]
+
+The export uses torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)`` with
+``dynamic_axes``): it needs no extra package (the dynamo exporter needs ``onnxscript``) and exports the CCA's
+``einsum`` (Eq. 7, ONNX ``Einsum``) and ``bmm`` (the token mixing, ``MatMul``) with a symbolic batch axis. H and W
+are fixed at ``config.image_size``: the CCA base matrices are p x p, so p, hence the image size, is part of the model.
+`verify_onnx` compares onnxruntime's logits with torch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .modeling_cdtm import CDTMForImageClassification
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "logits"
+
+
+class LogitsOnly(nn.Module):
+    """``forward(pixel_values) -> logits``: the model's keyword-only forward as the single-input graph ONNX needs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, return_dict=True).logits
+
+
+def _load(model_or_dir) -> CDTMForImageClassification:
+    if isinstance(model_or_dir, (str, Path)):
+        return CDTMForImageClassification.from_pretrained(model_or_dir)
+    return model_or_dir
+
+
+def export_onnx(model_or_dir, output_path: str | Path, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Export a model (or a ``save_pretrained`` directory) to ``output_path``; returns the path.
+
+    The graph's input is ``pixel_values`` (B, 3, image_size, image_size) and its output ``logits``; with
+    ``dynamic_batch`` B is a symbolic ``batch`` axis, otherwise it is fixed at 1.
+    """
+    model = _load(model_or_dir)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    param = next(model.parameters())
+    size = model.config.image_size
+    # Trace with B = 2 so that no op specialises on a batch of 1.
+    example = torch.zeros(2 if dynamic_batch else 1, 3, size, size, device=param.device, dtype=param.dtype)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            # The shape checks in the forward are evaluated once while tracing; they hold for every batch size.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                LogitsOnly(model),
+                (example,),
+                str(output_path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    return output_path
+
+
+def verify_onnx(model_or_dir, onnx_path: str | Path, pixel_values: torch.Tensor, atol: float = 1e-4) -> float:
+    """Run ``pixel_values`` through onnxruntime (CPU) and the torch model; return the max abs logit difference.
+
+    Raises:
+        AssertionError: the difference exceeds ``atol``.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:  # pragma: no cover - exercised only where onnxruntime is absent
+        raise ImportError("verify_onnx needs onnxruntime: pip install 'cdtm_hf[onnx]'") from err
+    model = _load(model_or_dir)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected = model(pixel_values=pixel_values.to(param.device), return_dict=True).logits.float().cpu()
+    finally:
+        model.train(was_training)
+    inputs = {INPUT_NAME: pixel_values.detach().to(param.dtype).cpu().numpy()}
+    (got,) = session.run([OUTPUT_NAME], inputs)
+    diff = float((torch.from_numpy(got).float() - expected).abs().max())
+    if not diff <= atol:
+        raise AssertionError(f"ONNX logits differ from torch by {diff:.3g} > atol={atol:g} ({onnx_path})")
+    return diff
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cdtm_hf.export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint_dir", help="a directory written by save_pretrained")
+    parser.add_argument("output", help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare onnxruntime and torch logits on random images (batch 1 and 3)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of --verify (default 1e-4)")
+    args = parser.parse_args(argv)
+
+    model = CDTMForImageClassification.from_pretrained(args.checkpoint_dir).eval()
+    path = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch)
+    print(f"wrote {path}")
+    if args.verify:
+        size = model.config.image_size
+        generator = torch.Generator().manual_seed(0)
+        for batch in (1,) if args.static_batch else (1, 3):
+            pixel_values = torch.randn(batch, 3, size, size, generator=generator)
+            try:
+                diff = verify_onnx(model, path, pixel_values, atol=args.atol)
+            except AssertionError as err:
+                raise SystemExit(f"verify failed: {err}") from None
+            print(f"verified batch {batch}: max |onnx - torch| = {diff:.3g} <= {args.atol:g}")
+
+
+__all__ = ["LogitsOnly", "export_onnx", "verify_onnx"]
+
+
+if __name__ == "__main__":
+    main()
+

@@ -239,7 +239,8 @@ def plot_centre_scores(scores, path: str | Path, top_k: int = 5, title: str | No
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_xlabel("cluster centre i")
     ax.set_ylabel("S_r (Eq. 6)")
-    ax.set_title(title or f"centre scores (top {len(top)}: {', '.join(map(str, top))})", fontsize=9)
+    top_line = f"top {len(top)} centres: {', '.join(map(str, top))}"
+    ax.set_title(f"{title}\n{top_line}" if title else f"centre scores S_r, {top_line}", fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
     return _save(fig, path)
 
@@ -460,9 +461,9 @@ def explain_dataset(
     blocks = []
     for b in range(num_blocks):
         usage = cluster_usage(torch.cat(all_scores[b]))
+        heading = f"cluster usage over {seen} images" + (f" (block {b})" if num_blocks > 1 else "")
         png = plot_cluster_usage(usage.argmax_counts, output_dir / f"cluster_usage{suffixes[b]}.png",
-                                 mean_scores=usage.mean_scores,
-                                 title=f"cluster usage over {seen} images" + (f" (block {b})" if num_blocks > 1 else ""))
+                                 mean_scores=usage.mean_scores, title=heading)
         blocks.append({
             "block": b,
             "cluster_usage_png": str(png),

@@ -12,6 +12,7 @@ are fixed at ``config.image_size``: the CCA base matrices are p x p, so p, hence
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def export_onnx(model_or_dir, output_path: str | Path, opset: int = 17, dynamic_
     The graph's input is ``pixel_values`` (B, 3, image_size, image_size) and its output ``logits``; with
     ``dynamic_batch`` B is a symbolic ``batch`` axis, otherwise it is fixed at 1.
     """
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter writes the file with it
+        raise ImportError("export_onnx needs onnx: pip install 'cdtm_hf[onnx]'")
     model = _load(model_or_dir)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .configuration_cdtm import CDTM_VARIANTS
 from .efficiency import PAPER_TABLE_VII
 from .presets import BACKBONE_PRESETS, BackbonePreset
 
@@ -514,7 +515,10 @@ def _results_tables(results: Mapping[str, Any]) -> dict[str, str]:
     matrix = results.get("confusion_matrix")
     labels = list(results.get("labels") or [])
     if matrix and len(labels) == len(matrix):
-        rows = ["| true \\ predicted | " + " | ".join(_md_escape(x) for x in labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        rows = [
+            "| true \\ predicted | " + " | ".join(_md_escape(x) for x in labels) + " |",
+            "|---" * (len(labels) + 1) + "|",
+        ]
         for label, row in zip(labels, matrix):
             rows.append(f"| **{_md_escape(label)}** | " + " | ".join(str(v) for v in row) + " |")
         out["confusion_table"] = "\n".join(rows)
@@ -546,8 +550,9 @@ def _split_text(split_strategy: str | None, dataset: str | None) -> tuple[str, s
         warning = (
             f"**Patient leakage.** This model was trained and tested on the paper's random split: images were "
             f"assigned to train/validation/test{ratios} at random (stratified by class), not by patient, so images "
-            "of the same patient appear in both the training and the test split. The test metrics are optimistic and "
-            "do not measure performance on new patients." + tail
+            f"of the same patient {'appear' if info is None or info.has_patient_ids else 'can appear'} in both the "
+            "training and the test split. The test metrics are optimistic and do not measure performance on new "
+            "patients." + tail
         )
         return "the paper's random stratified split (**patients leak across splits**, see the warning above).", warning
     if split_strategy == "patient":
@@ -634,9 +639,10 @@ def generate_model_card(
     library = config.get("backbone_library", "timm")
     backbone = config.get("backbone") or results.get("backbone") or "unknown"
     preset_name, preset = _preset_of(config)
-    preset_name = preset_name or results.get("backbone_preset")
-    if preset is None and preset_name in BACKBONE_PRESETS:
-        preset = BACKBONE_PRESETS[preset_name]
+    if preset is None and results.get("backbone_preset") in BACKBONE_PRESETS:
+        candidate = BACKBONE_PRESETS[results["backbone_preset"]]
+        if candidate.model_name == backbone:  # config.json is the authority on what the checkpoint holds
+            preset_name, preset = results["backbone_preset"], candidate
     family = preset.family if preset else backbone
     pretraining = preset.pretraining if preset else "unknown (not one of the presets)"
     dataset = results.get("dataset")
@@ -695,11 +701,14 @@ def generate_model_card(
         f"a Cross-Domain Transfer Module (n = {config.get('num_centers')} cluster centres)"
         if use_cdtm else "no CDTM (the plain backbone + head baseline)"
     )
+    on_data = ""
+    if dataset:
+        on_data = f"on {info.name if info else dataset}" + (f" `{dataset_config}`" if dataset_config else "")
     summary = (
         f"A {family} backbone ({library} `{backbone}`, pretrained on {pretraining}) with {cdtm_text} and a "
         f"{config.get('head_type', 'linear')} classification head, fine-tuned "
         + (f"with {finetune_mode.upper()} " if finetune_mode else "")
-        + (f"on {info.name if info else dataset}" + (f" `{dataset_config}`" if dataset_config else "") if dataset else "")
+        + on_data
         + f" to classify {len(labels)} classes: {', '.join(f'`{x}`' for x in labels)}."
     )
     tables = _results_tables(results)
@@ -715,8 +724,10 @@ def generate_model_card(
                 f" The paper used its random split; this checkpoint was tested on a `{split_strategy}` split, so the "
                 "two are not directly comparable."
             )
-    variant = config.get("cca_scale"), config.get("cca_proj"), config.get("mlp_residual"), config.get("keep_prefix_tokens")
-    variant_name = {(False, True, True, False): "official", (True, False, False, True): "paper"}.get(variant, "custom")
+    variant_name = next(
+        (name for name, switches in CDTM_VARIANTS.items() if all(config.get(k) == v for k, v in switches.items())),
+        "custom",
+    )
     details = [
         ("Backbone", f"{family}: {library} `{backbone}`" + (f" (preset `{preset_name}`)" if preset_name else "")),
         ("Backbone pretraining data", pretraining),
@@ -774,7 +785,7 @@ def generate_model_card(
         citation=PAPER_CITATION,
         **tables,
     )
-    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)).rstrip("\n") + "\n")
 
 
 def write_model_card(checkpoint_dir: str | Path, results: Mapping[str, Any] | str | Path | None = None, **kw) -> Path:
@@ -856,8 +867,8 @@ RECIPE_TEMPLATE = """---
 
 # {{ name }}
 
-CDTM + staged fine-tuning (SFT) on a {{ family }} backbone pretrained on {{ pretraining }} (timm `{{ model_name }}`),
-for {{ dataset_name }} `{{ dataset_config }}` ({{ dataset_description }}).
+CDTM + staged fine-tuning (SFT) on a {{ family }} backbone pretrained on {{ pretraining }} ({{ library }}
+`{{ model_name }}`), for {{ dataset_name }} `{{ dataset_config }}`: {{ dataset_description }}.
 
 > [!IMPORTANT]
 > **We have not yet trained and published this checkpoint.** This card describes the recipe that will produce
@@ -875,10 +886,10 @@ for {{ dataset_name }} `{{ dataset_config }}` ({{ dataset_description }}).
 {{ command_wrapped }}
 ```
 
-Replace `org` with your Hub namespace and `{{ data_dir }}` with your copy of the data. The recipe's
-hyperparameters are the defaults of `examples/run_sft.py` for `--finetune_mode sft`; the run writes the best model,
-`test_results.json`, `confusion_matrix.png` and a generated model card to `--output_dir` and pushes them with
-`cdtm_hf.hub.push_checkpoint` (see `docs/hub.md`).
+Replace `org` with your Hub namespace and `{{ data_dir }}` with your copy of the data. The hyperparameters are
+the ones `examples/run_sft.py` uses for `--finetune_mode sft`; the run records them in `test_results.json` and in
+the model card it generates. It writes the best model, `test_results.json`, `confusion_matrix.png` and the card to
+`--output_dir` and pushes them with `cdtm_hf.hub.push_checkpoint` (see `docs/hub.md`).
 
 ## Reported in the paper (the paper's numbers, not ours)
 
@@ -892,8 +903,8 @@ results of ours to show.
 
 {% if efficiency -%}
 Model size and cost reported in the paper (Table VII, BreakHis, 224 px; the paper's numbers):
-{{ efficiency.params_m }} M parameters, {{ efficiency.gflops }} GFLOPs (MACs), {{ efficiency.lp_trainable_pct }} %
-of the parameters trained in the first stage. Measure ours with
+{{ efficiency.params_m }} M parameters, {{ efficiency.gflops }} G "FLOPs" (the paper counts multiply-accumulates),
+{{ efficiency.lp_trainable_pct }} % of the parameters trained in the first stage. Measure ours with
 `python -m cdtm_hf.efficiency --backbone {{ backbone }}`.
 
 {% endif -%}
@@ -961,6 +972,7 @@ def render_recipe_card(recipe: Recipe, *, license: str = "apache-2.0") -> ModelC
         family=preset.family,
         pretraining=preset.pretraining,
         model_name=preset.model_name,
+        library=preset.library,
         backbone=recipe.backbone,
         dataset_name=info.name,
         dataset_config=recipe.dataset_config,
@@ -976,7 +988,7 @@ def render_recipe_card(recipe: Recipe, *, license: str = "apache-2.0") -> ModelC
         repo_id=f"{recipe.namespace}/{recipe.name}",
         citation=PAPER_CITATION,
     )
-    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)).rstrip("\n") + "\n")
 
 
 def write_recipe_cards(out_dir: str | Path = "model_cards") -> list[Path]:

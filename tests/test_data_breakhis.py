@@ -80,6 +80,7 @@ def test_manifest_content(tree, paper_build):
         for rel in ds[split]["file"]:
             assert files[rel] == split
     assert m["num_images"] == {s: len(ds[s]) for s in ("train", "validation", "test")}
+    assert m["groups_in_several_splits"] > 0  # the paper's random split leaks patients
 
 
 def test_same_seed_same_split_other_seed_differs(tree, paper_build, tmp_path):
@@ -102,6 +103,7 @@ def test_patient_strategy_no_patient_in_two_splits(tree, tmp_path):
     for split in ds:  # every class in every split
         assert set(ds[split]["label"]) == {0, 1, 2, 3}
     assert set(ds["train"]["magnification"]) == {40, 100, 200, 400}
+    assert manifest(builder)["groups_in_several_splits"] == 0
     again, _ = prepare(BreakHis, tree["root"], tmp_path / "again", config_name="all_magnifications")
     assert _split_of(again) == _split_of(builder)
 

@@ -86,6 +86,9 @@ def load_medical_dataset(
     seed: int = 42,
     cache_dir: Optional[str] = None,
     skip_corrupt: bool = False,
+    *,
+    download_mode: Optional[str] = None,
+    num_proc: Optional[int] = None,
     **config_kwargs,
 ) -> datasets.DatasetDict:
     """Prepare (or reuse from the cache) a medical dataset and return its three splits.
@@ -103,6 +106,10 @@ def load_medical_dataset(
         cache_dir: ``datasets`` cache directory (default: the HF datasets cache).
         skip_corrupt: skip unreadable images instead of raising (they are listed in
             the manifest).
+        download_mode: ``"force_redownload"`` rebuilds a prepared dataset (needed after
+            the files under ``data_dir`` changed; the cache is keyed on the options, not
+            on the file contents).
+        num_proc: processes used to write the Arrow files.
         **config_kwargs: other config options, e.g. ``ratios=(1, 1, 2)``,
             ``magnification=400``, ``uncertainty_policy="zeros"``.
 
@@ -119,7 +126,7 @@ def load_medical_dataset(
         skip_corrupt=skip_corrupt,
         **config_kwargs,
     )
-    builder.download_and_prepare()
+    builder.download_and_prepare(download_mode=download_mode, num_proc=num_proc)
     splits = builder.as_dataset()
     logger.info("%s split manifest: %s", cls.DISPLAY_NAME, builder.manifest_path)
     return datasets.DatasetDict({s: splits[s] for s in SPLIT_NAMES})

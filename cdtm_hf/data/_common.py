@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -195,7 +194,7 @@ def read_manifest(path: Union[str, Path]) -> dict:
 
 
 # --------------------------------------------------------------------------- verification
-def _pydicom():
+def require_pydicom():
     try:
         import pydicom  # type: ignore
     except ImportError as err:
@@ -219,7 +218,7 @@ def verify_image(path: Union[str, Path], mode: str = "fast") -> Optional[str]:
     path = str(path)
     try:
         if path.lower().endswith(".dcm"):
-            _pydicom().dcmread(path).pixel_array  # noqa: B018 - decoding is the check
+            require_pydicom().dcmread(path).pixel_array  # noqa: B018 - decoding is the check
             return None
         from PIL import Image
 
@@ -253,7 +252,7 @@ def verify_records(
     paths = [r.path for r in records]
     if workers > 1 and len(paths) > 64:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            errors = list(pool.map(lambda p: verify_image(p, mode), paths, chunksize=64))
+            errors = list(pool.map(lambda p: verify_image(p, mode), paths))
     else:
         errors = [verify_image(p, mode) for p in paths]
     bad = [{"file": r.relpath, "path": r.path, "error": e} for r, e in zip(records, errors) if e is not None]
@@ -276,7 +275,7 @@ def dicom_to_png_bytes(path: str) -> bytes:
     """Decode a DICOM file to (8 or 16 bit) grayscale PNG bytes (needs pydicom)."""
     from PIL import Image
 
-    ds = _pydicom().dcmread(path)
+    ds = require_pydicom().dcmread(path)
     arr = ds.pixel_array.astype(np.float64)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         arr = arr.max() - arr
@@ -331,7 +330,8 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
     SOURCE_HELP = ""
     #: the expected on-disk layout; shown in :class:`DatasetLayoutError` messages.
     EXPECTED_LAYOUT = ""
-    #: public URLs downloaded when ``data_dir`` is ``None`` (``None`` = data_dir required).
+    #: public source URLs (``None`` = no public URL, ``data_dir`` required); builders that
+    #: have them download them in ``_scan`` (via ``self._download``) when ``data_dir`` is None.
     DOWNLOAD_URLS: Optional[dict[str, str]] = None
     DEFAULT_RATIOS: tuple[float, float, float] = (3, 1, 1)
     HAS_OFFICIAL_SPLIT = False
@@ -585,6 +585,10 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
             "datasets_version": datasets.__version__,
             "num_images": {s: totals[s] for s in SPLIT_NAMES},
             "num_groups": {s: len(split_groups[s]) for s in SPLIT_NAMES},
+            # > 0 means leakage: with "paper" the same patient is in several splits
+            "groups_in_several_splits": sum(
+                1 for g in set().union(*split_groups.values()) if sum(g in split_groups[s] for s in SPLIT_NAMES) > 1
+            ),
             "class_counts": counts,
             "skipped_corrupt": skipped,
             "notes": notes,
@@ -602,10 +606,3 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
 def seeded_rng(seed: int, salt: str) -> np.random.Generator:
     """A generator derived from ``seed`` and a string (independent streams per purpose)."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(ord(ch) for ch in salt)])
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(text: str) -> str:
-    return _SAFE.sub("_", text).strip("_")

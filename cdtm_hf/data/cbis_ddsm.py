@@ -40,7 +40,7 @@ from ._common import (
     ImageRecord,
     MedicalImageBuilder,
     MedicalImageConfig,
-    _pydicom,
+    require_pydicom,
     find_dir,
     posix_relpath,
     read_csv,
@@ -215,5 +215,5 @@ class CBISDDSM(MedicalImageBuilder):
             logger.warning("Skipping %d CBIS-DDSM CSV entries whose image is missing, e.g. %s", len(unresolved), unresolved[:3])
             self.scan_notes["unresolved_csv_paths"] = unresolved
         if any(r.path.lower().endswith(".dcm") for r in by_path.values()):
-            _pydicom()  # clear error if DICOM files are used without pydicom
+            require_pydicom()  # clear error if DICOM files are used without pydicom
         return list(by_path.values())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -110,9 +111,10 @@ class DatasetInfo:
     name: str
     description: str
     homepage: str
-    histopathology: bool
+    modality: str  # what an input image is, e.g. "H&E histopathology tiles"
+    tags: tuple[str, ...]  # modality tags for the card metadata
     has_patient_ids: bool
-    paper_ratios: str  # the paper's train:validation:test ratio
+    paper_ratios: str = ""  # train:validation:test ratio of the random ("paper") split
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -120,7 +122,8 @@ DATASETS: dict[str, DatasetInfo] = {
         name="BreakHis",
         description="breast tumour histopathology (H&E), 7,909 images of 82 patients at 40X-400X",
         homepage="https://web.inf.ufpr.br/vri/databases/breast-cancer-histopathological-database-breakhis/",
-        histopathology=True,
+        modality="BreakHis-like H&E histopathology images",
+        tags=("histopathology",),
         has_patient_ids=True,
         paper_ratios="3:1:1",
     ),
@@ -128,11 +131,45 @@ DATASETS: dict[str, DatasetInfo] = {
         name="HCRF",
         description="gastric histopathology (H&E), normal vs abnormal (Sun et al., 2020)",
         homepage="https://doi.org/10.1016/j.bbe.2020.09.008",
-        histopathology=True,
+        modality="HCRF-like H&E gastric histopathology images",
+        tags=("histopathology",),
         has_patient_ids=False,
         paper_ratios="1:1:2",
     ),
+    "isic2019": DatasetInfo(
+        name="ISIC 2019",
+        description="dermoscopic images of skin lesions, 8 diagnostic classes",
+        homepage="https://challenge.isic-archive.com/data/#2019",
+        modality="dermoscopic skin-lesion images",
+        tags=("dermatology", "dermoscopy"),
+        has_patient_ids=True,
+    ),
+    "aptos2019": DatasetInfo(
+        name="APTOS 2019",
+        description="retinal fundus photographs graded for diabetic retinopathy (0-4)",
+        homepage="https://www.kaggle.com/competitions/aptos2019-blindness-detection",
+        modality="retinal fundus photographs",
+        tags=("ophthalmology", "retinal-fundus"),
+        has_patient_ids=False,
+    ),
+    "cbis_ddsm": DatasetInfo(
+        name="CBIS-DDSM",
+        description="curated DDSM mammography, masses and calcifications, benign vs malignant",
+        homepage="https://www.cancerimagingarchive.net/collection/cbis-ddsm/",
+        modality="mammography crops",
+        tags=("mammography", "radiology"),
+        has_patient_ids=True,
+    ),
+    "chexpert": DatasetInfo(
+        name="CheXpert",
+        description="chest radiographs (Stanford), multi-label over the 5 competition observations",
+        homepage="https://stanfordmlgroup.github.io/competitions/chexpert/",
+        modality="chest radiographs",
+        tags=("radiology", "chest-x-ray"),
+        has_patient_ids=True,
+    ),
 }
+
 
 FINETUNE_MODES: dict[str, str] = {
     "sft": (
@@ -141,6 +178,7 @@ FINETUNE_MODES: dict[str, str] = {
     ),
     "lp": "Linear probing (LP): the backbone is frozen; only the CDTM and the head are trained.",
     "fft": "Full fine-tuning (FFT): all parameters are trained from the start.",
+    "scratch": "Training from scratch: the backbone is randomly initialised and all parameters are trained.",
 }
 
 
@@ -225,8 +263,21 @@ def _base_model(library: str, model_name: str | None) -> str | None:
     return None
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _pct(value: Any) -> str:
-    return f"{100.0 * float(value):.2f}" if isinstance(value, (int, float)) else "-"
+    return f"{100.0 * float(value):.2f}" if _is_number(value) else "-"
+
+
+def _fmt(value: Any) -> str:
+    """A hyperparameter for a markdown table: floats without binary noise (1e-06, not 1.0000000000000002e-06)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return _md_escape(value)
 
 
 def _md_escape(value: Any) -> str:
@@ -473,7 +524,7 @@ Offline: download once with `hf download {{ repo }}`, then load with `HF_HUB_OFF
 
 ## Intended use and limitations
 
-* Intended for research on transfer learning from natural-image pretraining to histopathology classification.
+* Intended for research on transfer learning from natural-image pretraining to medical image classification.
 * **Not for diagnosis.** It was not validated clinically, on other scanners, stains, magnifications or
   institutions, and its errors are not calibrated for clinical use.
 * It only knows the classes {{ label_list }}; any input is forced into one of them, including images that are not
@@ -540,8 +591,10 @@ def _paper_table(paper_reference: Mapping[str, Any]) -> str:
 def _split_text(split_strategy: str | None, dataset: str | None) -> tuple[str, str]:
     """(one-line description, warning or '')."""
     info = DATASETS.get(dataset or "")
+    if info is None and split_strategy != "paper":
+        return (f"split strategy `{split_strategy}`." if split_strategy else "split strategy not recorded."), ""
     if split_strategy == "paper":
-        ratios = f" {info.paper_ratios}" if info else ""
+        ratios = f" {info.paper_ratios}" if info and info.paper_ratios else ""
         tail = (
             " Use `--split_strategy patient` for a leakage-free estimate."
             if info is None or info.has_patient_ids
@@ -556,7 +609,7 @@ def _split_text(split_strategy: str | None, dataset: str | None) -> tuple[str, s
         )
         return "the paper's random stratified split (**patients leak across splits**, see the warning above).", warning
     if split_strategy == "patient":
-        if info is not None and not info.has_patient_ids:
+        if not info.has_patient_ids:
             return (
                 f"grouped split ({info.name} publishes no patient ids, so leakage between patients cannot be ruled "
                 "out).",
@@ -643,13 +696,21 @@ def generate_model_card(
         candidate = BACKBONE_PRESETS[results["backbone_preset"]]
         if candidate.model_name == backbone:  # config.json is the authority on what the checkpoint holds
             preset_name, preset = results["backbone_preset"], candidate
+    finetune_mode = results.get("finetune_mode")
+    from_pretrained = bool(config.get("backbone_pretrained", True) or config.get("backbone_pretrained_file")) and (
+        finetune_mode != "scratch"
+    )
     family = preset.family if preset else backbone
-    pretraining = preset.pretraining if preset else "unknown (not one of the presets)"
+    if not from_pretrained:
+        pretraining = "none (the backbone was not initialised from pretrained weights)"
+    elif preset:
+        pretraining = preset.pretraining
+    else:
+        pretraining = "not recorded (the backbone is not one of the cdtm_hf presets)"
     dataset = results.get("dataset")
     info = DATASETS.get(dataset or "")
     dataset_config = results.get("dataset_config")
     split_strategy = results.get("split_strategy")
-    finetune_mode = results.get("finetune_mode")
     use_cdtm = results.get("use_cdtm", config.get("use_cdtm", True))
     id2label = config.get("id2label") or {}
     labels = list(results.get("labels") or [id2label[k] for k in sorted(id2label, key=lambda k: int(k))])
@@ -657,9 +718,7 @@ def generate_model_card(
     model_name = (repo_id or checkpoint_dir.resolve().name).split("/")[-1]
 
     # ---- metadata
-    tags = ["cdtm", "image-classification", "medical-imaging", library]
-    if info is None or info.histopathology:
-        tags.insert(2, "histopathology")
+    tags = ["cdtm", "image-classification", *(info.tags if info else ()), "medical-imaging", library]
     if library == "open_clip" or "clip" in backbone.lower():
         tags.append("clip")
     metrics = results.get("metrics") or {}
@@ -681,16 +740,16 @@ def generate_model_card(
                 metric_value=metrics[key],
             )
             for key in METRIC_NAMES
-            if key in metrics
-        ]
+            if _is_number(metrics.get(key))
+        ] or None
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         license=license,
         tags=tags,
         datasets=[dataset] if dataset else None,
-        base_model=_base_model(library, backbone),
-        metrics=[METRIC_NAMES[k][0] for k in METRIC_NAMES if k in metrics] or None,
+        base_model=_base_model(library, backbone) if from_pretrained else None,
+        metrics=[r.metric_type for r in eval_results or []] or None,
         model_name=model_name if eval_results else None,
         eval_results=eval_results,
     )
@@ -704,8 +763,13 @@ def generate_model_card(
     on_data = ""
     if dataset:
         on_data = f"on {info.name if info else dataset}" + (f" `{dataset_config}`" if dataset_config else "")
+    backbone_text = (
+        f"A {family} backbone ({library} `{backbone}`, pretrained on {pretraining})"
+        if preset and from_pretrained
+        else f"A {library} `{backbone}` backbone (pretraining: {pretraining})"
+    )
     summary = (
-        f"A {family} backbone ({library} `{backbone}`, pretrained on {pretraining}) with {cdtm_text} and a "
+        f"{backbone_text} with {cdtm_text} and a "
         f"{config.get('head_type', 'linear')} classification head, fine-tuned "
         + (f"with {finetune_mode.upper()} " if finetune_mode else "")
         + on_data
@@ -745,11 +809,12 @@ def generate_model_card(
         stages_table = "\n".join([
             "| Stage | Trains | Epochs | Learning rate |",
             "|---|---|---|---|",
-            f"| 1 | CDTM + head (backbone frozen) | {training.get('stage1_epochs', '-')} "
-            f"| {training.get('learning_rate', '-')} |",
-            f"| 2 | everything | {training.get('stage2_epochs', '-')} | {training.get('stage2_learning_rate', '-')} |",
+            f"| 1 | CDTM + head (backbone frozen) | {_fmt(training.get('stage1_epochs', '-'))} "
+            f"| {_fmt(training.get('learning_rate', '-'))} |",
+            f"| 2 | everything | {_fmt(training.get('stage2_epochs', '-'))} "
+            f"| {_fmt(training.get('stage2_learning_rate', '-'))} |",
         ])
-    hyper = "\n".join(f"| `{_md_escape(k)}` | {_md_escape(v)} |" for k, v in training.items())
+    hyper = "\n".join(f"| `{_md_escape(k)}` | {_fmt(v)} |" for k, v in training.items() if v is not None)
     hyper += (("\n" if hyper else "") + f"| `seed` | {results['seed']} |") if "seed" in results else ""
     finetune_description = FINETUNE_MODES.get(finetune_mode or "", f"Fine-tuning mode: `{finetune_mode}`."
                                               if finetune_mode else "Fine-tuning mode not recorded.")
@@ -781,7 +846,7 @@ def generate_model_card(
         repo=repo,
         top_k=min(3, max(1, len(labels))),
         label_list=", ".join(f"`{x}`" for x in labels) or "of its training set",
-        input_kind=f"{info.name}-like histopathology tiles" if info else "like its training images",
+        input_kind=info.modality if info else "like its training images",
         citation=PAPER_CITATION,
         **tables,
     )
@@ -957,7 +1022,7 @@ def render_recipe_card(recipe: Recipe, *, license: str = "apache-2.0") -> ModelC
         library_name="transformers",
         pipeline_tag="image-classification",
         license=license,
-        tags=["cdtm", "image-classification", "histopathology", "medical-imaging", preset.library],
+        tags=["cdtm", "image-classification", *info.tags, "medical-imaging", preset.library],
         datasets=[recipe.dataset],
         base_model=_base_model(preset.library, preset.model_name),
     )

@@ -111,9 +111,11 @@ def load_data(data_args: DataArguments) -> tuple[DatasetDict, list[str], str]:
     missing = [s for s in SPLITS if s not in ds]
     if missing:
         raise ValueError(f"the dataset has no {', '.join(missing)} split(s); it has: {', '.join(ds)}")
+    from .data import label_names
+
     label_column = "label" if "label" in ds["train"].column_names else "labels"
     feature = ds["train"].features[label_column]
-    names = list(feature.names) if isinstance(feature, ClassLabel) else list(getattr(feature, "feature", feature).names)
+    names = label_names(ds["train"])
     if isinstance(feature, ClassLabel):
         for split in SPLITS:
             counts = np.bincount(np.asarray(ds[split][label_column]), minlength=len(names))
@@ -196,6 +198,9 @@ def run_finetuning(
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))  # the best model (load_best_model_at_end) with its processor
+    if trainer.is_world_process_zero():  # keep the published folder pickle-free: the arguments as JSON instead
+        (output_dir / "training_args.bin").unlink(missing_ok=True)
+        (output_dir / "training_args.json").write_text(training_args.to_json_string())
 
     prediction = trainer.predict(ds["test"], metric_key_prefix="test")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions

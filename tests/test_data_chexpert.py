@@ -14,7 +14,13 @@ try:
 except ImportError:  # tests/ is a package
     from tests.data_fixtures import make_chexpert_tree, make_zip, manifest, prepare
 
-from cdtm_hf.data import CheXpert, DataDirRequiredError, DatasetLayoutError, MissingColumnError  # noqa: E402
+from cdtm_hf.data import (  # noqa: E402
+    CheXpert,
+    DataDirRequiredError,
+    DatasetLayoutError,
+    MissingColumnError,
+    label_names,
+)
 from cdtm_hf.data.chexpert import CHEXPERT_LABELS, map_uncertain  # noqa: E402
 
 
@@ -54,6 +60,7 @@ def test_uncertainty_policies(tree, tmp_path, policy):
     got = {f: y for s in ds for f, y in zip(ds[s]["file"], ds[s]["labels"])}
     assert got == expected
     assert ds["train"].features["labels"].length == 5
+    assert label_names(ds) == CHEXPERT_LABELS
     m = manifest(builder)
     assert m["multi_label"] is True and m["class_names"] == CHEXPERT_LABELS
     assert m["notes"]["uncertainty_policy"] == policy

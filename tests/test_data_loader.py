@@ -18,6 +18,7 @@ from cdtm_hf.data import (  # noqa: E402
     CBISDDSM,
     HCRF,
     get_builder_class,
+    label_names,
     load_medical_dataset,
     read_manifest,
 )
@@ -40,6 +41,7 @@ def test_load_medical_dataset(tmp_path):
     assert isinstance(ds, datasets.DatasetDict) and list(ds) == ["train", "validation", "test"]
     assert isinstance(ds["train"].features["label"], datasets.ClassLabel)
     assert isinstance(ds["train"].features["image"], datasets.Image)
+    assert label_names(ds) == ["ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma"]
     n200 = sum(n for (c, mag), n in info["counts"].items() if mag == 200 and c in {"DC", "LC", "MC", "PC"})
     assert sum(len(ds[s]) for s in ds) == n200
     manifests = list((tmp_path / "cache").rglob(MANIFEST_FILENAME))

@@ -148,7 +148,8 @@ def test_card_parses_back_and_model_index_equals_test_results(run_copy):
 
 
 def test_card_for_a_real_preset_patient_split_and_multi_label(tmp_path):
-    CDTMConfig(backbone="vitb16.laion2b", num_labels=2, problem_type="multi_label_classification",
+    CDTMConfig(backbone="vitb16.laion2b", backbone_pretrained=True, num_labels=2,
+               problem_type="multi_label_classification",
                id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1}).save_pretrained(tmp_path)
     results = {"dataset": "breakhis", "dataset_config": "binary_200x", "split_strategy": "patient", "seed": 1,
                "finetune_mode": "sft", "use_cdtm": True, "labels": ["a", "b"],

@@ -78,6 +78,27 @@ def get_builder_class(name: str) -> type[MedicalImageBuilder]:
         raise ValueError(f"unknown medical dataset {name!r}; available: {sorted(DATASET_BUILDERS)}") from None
 
 
+def label_names(dataset: Union[datasets.Dataset, datasets.DatasetDict]) -> list[str]:
+    """Class names of a dataset built here (or any ``ClassLabel`` dataset).
+
+    Single-label sets: the ``ClassLabel`` names of ``label``.  Multi-label sets
+    (CheXpert's multi-hot ``labels`` floats carry no names in their feature): the
+    builder's ``LABEL_NAMES``, found through ``dataset.info.builder_name``.
+    """
+    ds = dataset[next(iter(dataset))] if isinstance(dataset, datasets.DatasetDict) else dataset
+    column = "label" if "label" in ds.features else "labels"
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.ClassLabel):
+        return list(inner.names)
+    cls = DATASET_BUILDERS.get(ds.info.builder_name or "")
+    if cls is not None and getattr(cls, "LABEL_NAMES", None):
+        return list(cls.LABEL_NAMES)
+    raise ValueError(f"cannot tell the class names of column {column!r} ({feature})")
+
+
 def load_medical_dataset(
     name: str,
     data_dir: Optional[Union[str, os.PathLike]],
@@ -159,6 +180,7 @@ __all__ = [
     "SPLIT_STRATEGIES",
     "SplitIndices",
     "get_builder_class",
+    "label_names",
     "load_medical_dataset",
     "patient_grouped_split",
     "read_manifest",

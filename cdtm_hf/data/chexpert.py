@@ -89,6 +89,8 @@ class CheXpert(MedicalImageBuilder):
     )
     HAS_OFFICIAL_SPLIT = True
     MULTI_LABEL = True
+    #: names of the multi-hot ``labels`` entries (also via ``cdtm_hf.data.label_names(ds)``)
+    LABEL_NAMES = CHEXPERT_LABELS
 
     def _validate_config(self) -> None:
         super()._validate_config()
@@ -98,7 +100,7 @@ class CheXpert(MedicalImageBuilder):
             )
 
     def _class_names(self) -> list[str]:
-        return CHEXPERT_LABELS
+        return self.LABEL_NAMES
 
     def _extra_features(self) -> dict:
         return {

@@ -702,11 +702,11 @@ def generate_model_card(
     )
     family = preset.family if preset else backbone
     if not from_pretrained:
-        pretraining = "none (the backbone was not initialised from pretrained weights)"
+        pretraining = "none, the backbone was not initialised from pretrained weights"
     elif preset:
         pretraining = preset.pretraining
     else:
-        pretraining = "not recorded (the backbone is not one of the cdtm_hf presets)"
+        pretraining = "not recorded, the backbone is not one of the cdtm_hf presets"
     dataset = results.get("dataset")
     info = DATASETS.get(dataset or "")
     dataset_config = results.get("dataset_config")

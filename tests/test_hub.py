@@ -165,6 +165,19 @@ def test_card_for_a_real_preset_patient_split_and_multi_label(tmp_path):
     assert "Measure GMACs with `python -m cdtm_hf.efficiency --backbone vitb16.laion2b`" in card.text
 
 
+def test_card_for_other_data_sets_and_runs_from_scratch(tmp_path):
+    CDTMConfig(backbone="vitb16.laion2b", backbone_pretrained=True, num_labels=2).save_pretrained(tmp_path)
+    results = {"dataset": "imagefolder", "split_strategy": "patient", "finetune_mode": "scratch",
+               "metrics": {"accuracy": 0.5, "f1": 0.5, "auroc": float("nan")}}
+    card = generate_model_card(tmp_path, results)
+    assert "histopathology" not in card.data.tags and card.data.base_model is None  # no pretrained weights used
+    assert [r.metric_type for r in card.data.eval_results] == ["accuracy", "f1"]  # NaN never reaches the Hub
+    assert "split strategy `patient`." in card.text and "pretraining: none" in card.text
+    card = generate_model_card(tmp_path, {**results, "dataset": "chexpert", "finetune_mode": "lp"})
+    assert {"radiology", "chest-x-ray"} <= set(card.data.tags) and "histopathology" not in card.data.tags
+    assert card.data.base_model == "timm/vit_base_patch16_clip_224.laion2b"
+
+
 def test_card_without_test_results_has_no_model_index(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     card = generate_model_card(tmp_path)

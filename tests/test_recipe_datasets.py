@@ -1,0 +1,50 @@
+"""run_finetuning (what examples/run_sft.py runs) on the medical builders, with fixture trees."""
+
+import json
+
+import pytest
+
+from cdtm_hf.recipe import DataArguments, ModelArguments, run_finetuning
+from cdtm_hf.trainer import CDTMTrainingArguments
+from tests.data_fixtures import make_breakhis_tree, make_chexpert_tree
+
+TINY = dict(backbone="test_vit", backbone_pretrained=False, image_size=32, num_centers=3)
+
+
+def training_args(out, **kw):
+    return CDTMTrainingArguments(
+        output_dir=str(out), finetune_mode="sft", stage1_epochs=1, stage2_epochs=1, warmup_epochs=0,
+        per_device_train_batch_size=8, report_to="none", use_cpu=True, disable_tqdm=True, **kw,
+    )
+
+
+def test_breakhis_builder_through_run_finetuning(tmp_path):
+    make_breakhis_tree(tmp_path / "raw")
+    data = DataArguments(dataset="breakhis", dataset_config="malignant_200x", data_dir=str(tmp_path / "raw"),
+                         split_strategy="patient", cache_dir=str(tmp_path / "cache"))
+    report = run_finetuning(ModelArguments(**TINY), data, training_args(tmp_path / "out"))
+    assert report["labels"] == ["ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma"]
+    saved = json.loads((tmp_path / "out" / "test_results.json").read_text())
+    assert saved["split_strategy"] == "patient" and saved["dataset"] == "breakhis"
+    assert (tmp_path / "out" / "confusion_matrix.png").exists()
+    assert not (tmp_path / "out" / "training_args.bin").exists(), "the published folder must hold no pickle"
+
+
+def test_chexpert_multilabel_through_run_finetuning(tmp_path):
+    make_chexpert_tree(tmp_path / "raw")
+    data = DataArguments(dataset="chexpert", data_dir=str(tmp_path / "raw"), split_strategy="patient",
+                         cache_dir=str(tmp_path / "cache"))
+    report = run_finetuning(ModelArguments(**TINY), data,
+                            training_args(tmp_path / "out", metric_for_best_model="auroc"))
+    assert "auroc" in report["metrics"] and "confusion_matrix" not in report
+    assert len(report["labels"]) == 5
+    from cdtm_hf import CDTMForImageClassification
+
+    model = CDTMForImageClassification.from_pretrained(tmp_path / "out")
+    assert model.config.problem_type == "multi_label_classification"
+
+
+def test_unknown_dataset_name_is_named(tmp_path):
+    with pytest.raises(ValueError, match="mnist"):
+        run_finetuning(ModelArguments(**TINY), DataArguments(dataset="mnist", data_dir=str(tmp_path)),
+                       training_args(tmp_path / "out"))

@@ -40,10 +40,13 @@ class EfficiencyRow:
 
 def count_flops(model: torch.nn.Module, image_size: int) -> int:
     """FLOPs of one forward pass on a single image, by torch's FLOP counter."""
+    was_training = model.training
     model.eval()
-    pixel_values = torch.zeros(1, 3, image_size, image_size)
+    param = next(model.parameters())
+    pixel_values = torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(pixel_values=pixel_values)
+    model.train(was_training)
     return counter.get_total_flops()
 
 

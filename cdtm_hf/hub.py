@@ -45,6 +45,7 @@ __all__ = [
     "MissingTokenError",
     "RECIPES",
     "Recipe",
+    "check_push_ready",
     "checkpoint_files",
     "generate_model_card",
     "main",
@@ -879,6 +880,26 @@ def paper_reference_for(results: Mapping[str, Any]) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Push
+def _resolve_token(repo_id: str, token: str | None, tail: str) -> str:
+    token = token or get_token()
+    if not token:
+        raise MissingTokenError(
+            f"no Hugging Face token found, so {repo_id!r} cannot be pushed: log in with `hf auth login`, or set the "
+            f"HF_TOKEN environment variable, or pass token=... (--token). {tail}"
+        )
+    return token
+
+
+def check_push_ready(repo_id: str, token: str | None = None) -> str:
+    """Fail fast, before a long training run, if ``repo_id`` is invalid or no token is available; return the token.
+
+    Raises the same :class:`InvalidRepoIdError` / :class:`MissingTokenError` as :func:`push_checkpoint`. Makes no
+    network call (whether the token may write to ``repo_id`` is only known at push time).
+    """
+    _check_repo_id(repo_id)
+    return _resolve_token(repo_id, token, "Nothing was trained or uploaded yet.")
+
+
 def push_checkpoint(
     checkpoint_dir: str | Path,
     repo_id: str,
@@ -899,13 +920,7 @@ def push_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     _check_repo_id(repo_id)
     validate_checkpoint(checkpoint_dir)
-    token = token or get_token()
-    if not token:
-        raise MissingTokenError(
-            f"no Hugging Face token found, so {repo_id!r} cannot be pushed: log in with `hf auth login`, or set the "
-            "HF_TOKEN environment variable, or pass token=... (--token). Nothing was uploaded and "
-            f"{checkpoint_dir} was left unchanged."
-        )
+    token = _resolve_token(repo_id, token, f"Nothing was uploaded and {checkpoint_dir} was left unchanged.")
     if create_card and not (checkpoint_dir / CARD_NAME).is_file():
         results = _load_results(checkpoint_dir, None)
         write_model_card(checkpoint_dir, results, repo_id=repo_id, paper_reference=paper_reference_for(results))

@@ -18,6 +18,8 @@ from datasets import ClassLabel, DatasetDict
 from transformers import set_seed
 
 from .configuration_cdtm import CDTMConfig
+from .efficiency import count_flops
+from .hub import check_push_ready, paper_reference_for, push_checkpoint, write_model_card
 from .image_processing_cdtm import CDTMImageProcessor
 from .metrics import compute_metrics, evaluation_report, write_results
 from .modeling_cdtm import CDTMForImageClassification
@@ -190,6 +192,8 @@ def run_finetuning(
     ds = attach_transforms(ds, processor, label_column, training_args.augment)
 
     push = training_args.push_to_hub
+    if push:  # a bad repo id or a missing login fails now, not after the whole run
+        check_push_ready(training_args.hub_model_id, training_args.hub_token)
     training_args.push_to_hub = False  # we push the best model once, with its card, at the end
     trainer = CDTMTrainer(
         model=model, args=training_args, train_dataset=ds["train"], eval_dataset=ds["validation"],
@@ -221,10 +225,9 @@ def run_finetuning(
             from .explain import explain_dataset
 
             explain_dataset(model, ds["test"], output_dir / "explain")
-        _write_card(output_dir, report)
+        write_model_card(output_dir, report, repo_id=training_args.hub_model_id,
+                         paper_reference=paper_reference_for(report))
         if push:
-            from .hub import push_checkpoint
-
             push_checkpoint(output_dir, training_args.hub_model_id, token=training_args.hub_token,
                             private=bool(training_args.hub_private_repo))
     training_args.push_to_hub = push
@@ -260,15 +263,8 @@ def _efficiency_summary(model: CDTMForImageClassification) -> dict[str, Any]:
     total = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.backbone.parameters())
     return {
+        "gmacs": round(count_flops(model, model.config.image_size) / 2e9, 3),
         "params_m": round(total / 1e6, 3),
         "added_params": model.added_parameters(),
         "lp_trainable_pct": round(100 * (total - backbone) / total, 2),
     }
-
-
-def _write_card(output_dir: Path, report: dict[str, Any]) -> None:
-    try:
-        from .hub import write_model_card
-    except ImportError:  # pragma: no cover - hub support is part of the package
-        return
-    write_model_card(output_dir, report)

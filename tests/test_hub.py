@@ -302,6 +302,12 @@ def test_push_without_token_fails_before_touching_anything(run_copy, monkeypatch
     assert "Nothing was uploaded" in str(err.value)
     api_cls.assert_not_called()
     assert files_and_bytes(run_copy) == before  # no README.md written, nothing changed
+    with mock.patch.object(hub, "get_token", return_value=None):  # the pre-flight check before training
+        with pytest.raises(MissingTokenError, match="hf auth login"):
+            hub.check_push_ready(REPO_ID)
+        with pytest.raises(InvalidRepoIdError, match="contains '--' or '..'"):
+            hub.check_push_ready("org/bad--name", token="hf_test")
+        assert hub.check_push_ready(REPO_ID, token="hf_test") == "hf_test"
 
 
 @pytest.mark.parametrize("repo_id, rule", [

@@ -41,12 +41,18 @@ class EfficiencyRow:
 def count_flops(model: torch.nn.Module, image_size: int) -> int:
     """FLOPs of one forward pass on a single image, by torch's FLOP counter."""
     was_training = model.training
-    model.eval()
+    requires_grad = [p.requires_grad for p in model.parameters()]
     param = next(model.parameters())
     pixel_values = torch.zeros(1, 3, image_size, image_size, device=param.device, dtype=param.dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(pixel_values=pixel_values)
-    model.train(was_training)
+    # No parameter may require grad: the counter rejects an expanded grad-requiring tensor under no_grad (MHA query).
+    model.eval().requires_grad_(False)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(pixel_values=pixel_values)
+    finally:
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        model.train(was_training)
     return counter.get_total_flops()
 
 

@@ -255,7 +255,8 @@ class Grid:
         train["output_dir"] = str(self.run_dir(cell, seed))
         if resume:
             train["resume_from_checkpoint"] = True
-        return ModelArguments(**kwargs[ModelArguments]), DataArguments(**kwargs[DataArguments]), CDTMTrainingArguments(**train)
+        return (ModelArguments(**kwargs[ModelArguments]), DataArguments(**kwargs[DataArguments]),
+                CDTMTrainingArguments(**train))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -313,7 +314,9 @@ def _read_fields(
         place = f"{where}.{key}"
         if key == "recipe" and recipes is not None:
             continue
-        if key in GRID_CONTROLLED:
+        if key == "recipe":
+            problems.add(place, "a recipe cannot be used here (a recipe may not include another recipe)")
+        elif key in GRID_CONTROLLED:
             problems.add(place, f"may not be set in a grid file: {GRID_CONTROLLED[key]}")
         elif key == "seed":
             problems.add(place, "may not be set in a grid file: the top-level `seeds` list sets it")
@@ -412,7 +415,8 @@ def load_grid(
                         problems.add(f"{place}[{i}]", f"unknown recipe {rname!r}{_suggest(rname, list(recipes))}; "
                                      f"recipes are: {', '.join(recipes)}")
                         continue
-                    entries.append((rname, dict(recipes[rname]), {k: f"{place}[{i}] ({rname})" for k in recipes[rname]}))
+                    sources = {k: f"{place}[{i}] ({rname})" for k in recipes[rname]}
+                    entries.append((rname, dict(recipes[rname]), sources))
             elif isinstance(values, Mapping):  # a bundle axis: label -> fields
                 for lbl, body in values.items():
                     fields_, sources = _read_fields(body, f"{place}.{lbl}", problems, recipes)
@@ -470,12 +474,23 @@ def load_grid(
         problems.add("output_dir", f"must be a path, got {out!r}")
         out = os.path.join("grids", _safe_id(name))
 
-    over, over_sources = _read_fields(overrides or {}, "overrides", problems, recipes)
+    overrides = dict(overrides or {})
+    if "recipe" in overrides:
+        problems.add("overrides.recipe", "a recipe cannot be overridden (the cells' labels would no longer say what "
+                     "ran); change the grid's recipe axis or set the fields themselves")
+        overrides.pop("recipe")
+    over, over_sources = _read_fields(overrides, "overrides", problems)
+    for axis, entries in axes:
+        for key in sorted({k for _, values, _ in entries for k in values} & set(over)):
+            problems.add(f"overrides.{key}", f"axes.{axis} sets {key}; overriding it would make the axis labels lie")
 
     # cells
     cells: list[Cell] = []
     ids: dict[str, tuple[str, ...]] = {}
-    for i, combo in enumerate(itertools.product(*(entries for _, entries in axes))):
+    # An axis whose every value was rejected above still lets the other values be checked (its problem is reported).
+    checked_only = any(not entries for _, entries in axes)
+    product = [entries or [("<invalid>", {}, {})] for _, entries in axes]
+    for i, combo in enumerate(itertools.product(*product)):
         fields_, sources = dict(base), dict(base_sources)
         set_by: dict[str, str] = {}
         for (axis, _), (lbl, values, srcs) in zip(axes, combo):
@@ -492,7 +507,7 @@ def load_grid(
                 problems.add(sources[sf], f"{sf} is set by the seeds (seed_fields: {list(seed_fields)})")
         labels = {axis: lbl for (axis, _), (lbl, _, _) in zip(axes, combo)}
         cell_id = "__".join(_safe_id(lbl) for lbl in labels.values())
-        if cell_id in ids:
+        if cell_id in ids and not checked_only:
             problems.add("axes", f"two cells get the folder name {cell_id!r} ({ids[cell_id]} and "
                          f"{tuple(labels.values())}); rename a label")
         ids[cell_id] = tuple(labels.values())
@@ -550,7 +565,7 @@ def _check_values(cell: Cell, problems: _Problems, check_paths: bool) -> None:
     from .configuration_cdtm import BACKBONE_LIBRARIES, CDTM_VARIANTS, HEAD_TYPES
 
     def where(name: str) -> str:
-        return cell.sources.get(name, f"cell {cell.cell_id}")
+        return cell.sources.get(name, f"base.{name}")  # unset: base is where to add it
 
     if not cell.fields.get("model_name_or_path"):
         library = cell.value("backbone_library")
@@ -561,7 +576,8 @@ def _check_values(cell: Cell, problems: _Problems, check_paths: bool) -> None:
             why = check_backbone(cell.value("backbone"), library)
             if why:
                 problems.add(where("backbone"), why)
-    for name, allowed in (("head_type", HEAD_TYPES), ("cdtm_variant", CDTM_VARIANTS), ("finetune_mode", FINETUNE_MODES)):
+    choices = (("head_type", HEAD_TYPES), ("cdtm_variant", CDTM_VARIANTS), ("finetune_mode", FINETUNE_MODES))
+    for name, allowed in choices:
         value = cell.value(name)
         if value not in allowed:
             problems.add(where(name), f"{name} {value!r} is not one of: {', '.join(allowed)}{_suggest(value, allowed)}")
@@ -909,7 +925,8 @@ def to_markdown(grid: Grid, summary: pd.DataFrame) -> str:
             cells.append(_fmt(row[f"{m}_mean"], row[f"{m}_std"]))
             if with_paper:
                 value = row[f"{m}_paper"]
-                cells.append("–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}")
+                missing = value is None or (isinstance(value, float) and math.isnan(value))
+                cells.append("–" if missing else f"{value:.2f}")
         if has_auroc:
             cells.append(_fmt(row["auroc_mean"], row["auroc_std"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -963,21 +980,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         grid = load_grid(args.grid, output_dir=args.output_dir, overrides=_parse_set(args.overrides),
                          check_paths=not args.table_only)
+        if args.dry_run:
+            print(f"grid {grid.name}: {len(grid.cells)} cells x {len(grid.seeds)} seeds -> {grid.output_dir}")
+            for cell in grid.cells:
+                status = ", ".join(f"seed{s} {run_status(grid.run_dir(cell, s))}" for s in grid.seeds)
+                print(f"  {cell.cell_id} [{cell.recipe}]: {status}")
+            _check_recorded_cells(grid)
+            return 0
+        if args.table_only:
+            _, _, paths = write_tables(grid)
+            print(f"results: {paths['csv']}, {paths['markdown']}")
+            return 0
+        run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
+                       progress=not args.no_progress)
     except GridError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(f"grid {grid.name}: {len(grid.cells)} cells x {len(grid.seeds)} seeds -> {grid.output_dir}")
-        for cell in grid.cells:
-            status = ", ".join(f"seed{s} {run_status(grid.run_dir(cell, s))}" for s in grid.seeds)
-            print(f"  {cell.cell_id} [{cell.recipe}]: {status}")
-        return 0
-    if args.table_only:
-        _, _, paths = write_tables(grid)
-        print(f"results: {paths['csv']}, {paths['markdown']}")
-        return 0
-    run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
-                   progress=not args.no_progress)
     if run.paths:
         print(f"results: {run.paths['csv']}, {run.paths['markdown']}")
     return 1 if run.failed else 0

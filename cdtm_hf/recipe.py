@@ -44,6 +44,7 @@ class ModelArguments:
     num_centers: int = field(default=300, metadata={"help": "n, cluster centres (Eq. 1)"})
     num_cdtm_blocks: int = field(default=1, metadata={"help": "stacked CDTM blocks"})
     head_type: str = field(default="linear", metadata={"help": "linear or mha"})
+    mha_num_heads: int = field(default=8, metadata={"help": "heads of the mha classifier"})
     image_size: int = field(default=224, metadata={"help": "input size in pixels"})
 
 
@@ -161,7 +162,8 @@ def build_model(model_args: ModelArguments, names: list[str], multi_label: bool 
         backbone_pretrained=model_args.backbone_pretrained, backbone_pretrained_tag=model_args.backbone_pretrained_tag,
         backbone_pretrained_file=model_args.backbone_pretrained_file, use_cdtm=model_args.use_cdtm,
         cdtm_variant=model_args.cdtm_variant, num_centers=model_args.num_centers,
-        num_cdtm_blocks=model_args.num_cdtm_blocks, head_type=model_args.head_type, image_size=model_args.image_size,
+        num_cdtm_blocks=model_args.num_cdtm_blocks, head_type=model_args.head_type,
+        mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
     )
     return CDTMForImageClassification(config)

@@ -149,10 +149,22 @@ class CachedFeatures(Dataset):
         return {"backbone_features": torch.from_numpy(np.array(self.features[i])), "labels": torch.as_tensor(self.labels[i])}
 
 
+def _weights_digest(module: torch.nn.Module) -> str:
+    """A cheap digest of a module's weights (a strided sample of every tensor), to tell weight sources apart."""
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().flatten()
+        sample = flat[:: max(1, flat.numel() // 64)].float().cpu().numpy()
+        digest.update(name.encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()
+
+
 def _dataset_key(dataset: Any, model: CDTMForImageClassification) -> str:
+    """Cache key: the dataset's fingerprint, the backbone and its actual weights, and the input size."""
     fingerprint = getattr(dataset, "_fingerprint", None) or f"{type(dataset).__name__}-{len(dataset)}-{id(dataset)}"
     cfg = model.config
-    raw = json.dumps([fingerprint, cfg.backbone, cfg.backbone_pretrained_tag, cfg.image_size, len(dataset)])
+    raw = json.dumps([fingerprint, cfg.backbone, cfg.image_size, len(dataset), _weights_digest(model.backbone)])
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

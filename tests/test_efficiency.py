@@ -23,3 +23,14 @@ def test_flop_counter_sees_the_cdtm():
     from cdtm_hf import CDTMForImageClassification
 
     assert count_flops(CDTMForImageClassification(config), 64) == row.gflops * 1e9
+
+
+def test_flops_of_an_mha_head_model_leave_requires_grad_as_it_was():
+    from cdtm_hf import CDTMForImageClassification
+
+    model = CDTMForImageClassification(CDTMConfig(backbone="test_vit", image_size=64, num_labels=2, num_centers=4,
+                                                  head_type="mha", mha_num_heads=4))
+    model.freeze_backbone(True)
+    before = [p.requires_grad for p in model.parameters()]
+    assert count_flops(model, 64) > 0
+    assert [p.requires_grad for p in model.parameters()] == before

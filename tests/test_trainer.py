@@ -235,3 +235,14 @@ def test_unknown_finetune_mode_and_sft_without_stage2(tmp_path):
     result = run_script([*BASE, "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
                          "--finetune_mode", "sft", "--stage2_epochs", "0"], tmp_path)
     assert result.returncode != 0 and "sft needs stage2_epochs > 0" in result.stderr
+
+
+def test_feature_cache_key_tells_backbone_weights_apart(tmp_path):
+    from cdtm_hf.trainer import _dataset_key
+
+    data = make_dataset(4, 0)
+    a, b = make_model(seed=0), make_model(seed=0)
+    assert _dataset_key(data, a) == _dataset_key(data, b)
+    with torch.no_grad():
+        b.backbone.model.blocks[0].attn.qkv.weight.add_(1.0)  # other weights, same architecture
+    assert _dataset_key(data, a) != _dataset_key(data, b)

@@ -17,13 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .configuration_cdtm import CDTMConfig
 from .modeling_cdtm import CDTMForImageClassification
-
-# Table VII of the CDTM paper (BreakHis, 224 px): params (M), "Flops (G)", trainable share in LP.
-PAPER_TABLE_VII = {
-    "vitb16.laion2b": {"base_params_m": 85.77, "params_m": 102.84, "base_gflops": 16.86, "gflops": 17.90, "lp_trainable_pct": 16.6},
-    "convnextb.laion2b": {"base_params_m": 88.85, "params_m": 99.32, "base_gflops": 15.42, "gflops": 15.88, "lp_trainable_pct": 10.5},
-}
-
+from .paper import paper_row
 
 @dataclass
 class EfficiencyRow:
@@ -88,7 +82,7 @@ def format_table(rows: list[EfficiencyRow]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        paper = PAPER_TABLE_VII.get(r.backbone)
+        paper = paper_row("table7", r.backbone, "sft_cdtm")
         ref = (
             f"{paper['params_m']:.2f} | +{paper['gflops'] - paper['base_gflops']:.2f} | {paper['lp_trainable_pct']:.1f}%"
             if paper

@@ -38,7 +38,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
 from dataclasses import fields as dataclass_fields
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import pandas as pd
 import yaml
 
 from . import recipe as _recipe
+from .paper import load_paper_results, paper_row
 from .presets import BACKBONE_PRESETS, UNAVAILABLE_BACKBONES
 from .recipe import DataArguments, ModelArguments
 from .trainer import FINETUNE_MODES, CDTMTrainingArguments
@@ -612,24 +612,6 @@ def _check_values(cell: Cell, problems: _Problems, check_paths: bool) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Paper results
-@lru_cache(maxsize=1)
-def load_paper_results() -> dict[str, Any]:
-    """cdtm_hf/paper_results.json: {"tables": {name: {"source", "dataset", "metrics", "rows": [...]}}} (in %)."""
-    return json.loads(resources.files("cdtm_hf").joinpath("paper_results.json").read_text())
-
-
-def paper_row(table: str | None, backbone: str | None, recipe: str) -> dict[str, Any] | None:
-    """The paper's row for a backbone preset and a canonical recipe in `table`, matched by (family, pretraining,
-    recipe); None where the paper reports none (or the backbone is not a preset)."""
-    if table is None or backbone not in BACKBONE_PRESETS:
-        return None
-    preset = BACKBONE_PRESETS[backbone]
-    for row in load_paper_results()["tables"][table]["rows"]:
-        if (row["family"], row["pretraining"], row["recipe"]) == (preset.family, preset.pretraining, recipe):
-            return row
-    return None
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Running
 def _is_main_process() -> bool:

@@ -25,7 +25,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .configuration_cdtm import CDTM_VARIANTS
-from .efficiency import PAPER_TABLE_VII
+from .paper import paper_row
 from .presets import BACKBONE_PRESETS, BackbonePreset
 
 __all__ = [
@@ -192,12 +192,20 @@ class Recipe:
     dataset: str  # a key of DATASETS
     dataset_config: str
     data_dir: str  # placeholder path shown in the command
-    paper_table: str
+    paper_table: str  # "Table IV" / "Table V": the display name
     paper_model: str  # the row name in the paper's table
-    paper_metrics: Mapping[str, float] = field(default_factory=dict)  # percentages, as printed in the paper
     split_strategy: str = "paper"
     finetune_mode: str = "sft"
     namespace: str = "org"
+
+    @property
+    def paper_metrics(self) -> dict[str, float]:
+        """The paper's Pre/Rec/Acc/F1 (%) for this recipe, from cdtm_hf/paper_results.json."""
+        table = {"Table IV": "table4", "Table V": "table5"}[self.paper_table]
+        row = paper_row(table, self.backbone, "sft_cdtm" if self.finetune_mode == "sft" else self.finetune_mode)
+        if row is None:
+            raise KeyError(f"paper_results.json has no {self.paper_table} row for {self.backbone} {self.finetune_mode}")
+        return {k: row[k] for k in ("precision", "recall", "accuracy", "f1")}
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -205,25 +213,21 @@ RECIPES: tuple[Recipe, ...] = (
         name="vitb-laion2b-cdtm-breakhis", backbone="vitb16.laion2b", dataset="breakhis",
         dataset_config="malignant_200x", data_dir="/path/to/BreaKHis_v1.tar.gz",
         paper_table="Table IV", paper_model="ViT-B-CDTM-SFT",
-        paper_metrics={"precision": 92.74, "recall": 91.08, "accuracy": 94.24, "f1": 91.91},
     ),
     Recipe(
         name="convnextb-laion2b-cdtm-breakhis", backbone="convnextb.laion2b", dataset="breakhis",
         dataset_config="malignant_200x", data_dir="/path/to/BreaKHis_v1.tar.gz",
         paper_table="Table IV", paper_model="ConvNeXt-B-CDTM-SFT",
-        paper_metrics={"precision": 93.09, "recall": 87.14, "accuracy": 92.45, "f1": 90.02},
     ),
     Recipe(
         name="convnextb-laion2b-cdtm-hcrf", backbone="convnextb.laion2b", dataset="hcrf",
         dataset_config="balanced", data_dir="/path/to/HCRF",
         paper_table="Table V", paper_model="ConvNeXt-B-CDTM-SFT",
-        paper_metrics={"precision": 99.30, "recall": 99.29, "accuracy": 99.29, "f1": 99.29},
     ),
     Recipe(
         name="vitb-laion2b-cdtm-hcrf", backbone="vitb16.laion2b", dataset="hcrf",
         dataset_config="balanced", data_dir="/path/to/HCRF",
         paper_table="Table V", paper_model="ViT-B-CDTM-SFT",
-        paper_metrics={"precision": 94.32, "recall": 94.29, "accuracy": 94.29, "f1": 94.30},
     ),
 )
 
@@ -1044,7 +1048,7 @@ def render_recipe_card(recipe: Recipe, *, license: str = "apache-2.0") -> ModelC
     _, split_warning = _split_text(recipe.split_strategy, recipe.dataset)
     split_warning = split_warning.replace("This model was trained and tested on", "The recipe uses")
     command = recipe_command(recipe)
-    paper_eff = PAPER_TABLE_VII.get(recipe.backbone)
+    paper_eff = paper_row("table7", recipe.backbone, "sft_cdtm")
     card = ModelCard.from_template(
         card_data,
         template_str=RECIPE_TEMPLATE,

@@ -4,14 +4,13 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import cdtm_hf.recipe as recipe
+from tests import helpers
 from cdtm_hf.experiments import RECIPES, GridError, load_grid, load_paper_results, main, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,14 +19,7 @@ CELLS = ["test_vit__lp_cdtm", "test_vit__fft", "test_vit2__lp_cdtm", "test_vit2_
 
 
 def write_imagefolder(root, per_class=(6, 3, 3)):
-    rng = np.random.default_rng(0)
-    for split, n in zip(("train", "validation", "test"), per_class):
-        for ci, name in enumerate(("benign", "malignant")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray((rng.random((36, 36, 3)) * 100 + ci * 120).astype("uint8")).save(folder / f"{i}.png")
-    return root
+    return helpers.write_imagefolder(root, per_class, size=36)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,9 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from unittest import mock
 
@@ -23,6 +20,7 @@ from PIL import Image
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
 from cdtm_hf import hub
+from tests.helpers import run_without_cdtm_hf
 from cdtm_hf.hub import (
     RECIPES,
     CheckpointError,
@@ -248,35 +246,26 @@ def loaded_elsewhere(run_dir):
     for name in files:
         shutil.copy2(run_dir["dir"] / name, pushed / name)
     populate_hf_cache(root / "hf_cache", REPO_ID, pushed, files)
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.modules["cdtm_hf"] = None  # any import of cdtm_hf now fails
-        try:
-            import cdtm_hf
-            raise SystemExit("cdtm_hf is importable")
-        except ImportError:
-            pass
-        import torch
-        torch.set_num_threads({torch.get_num_threads()})
-        from transformers import AutoModelForImageClassification, pipeline
-        x = torch.load({str(root / 'x.pt')!r}, weights_only=True)
-        for source, name in (({str(pushed)!r}, "folder"), ({REPO_ID!r}, "cache")):
-            model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
-            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-            with torch.no_grad():
-                torch.save(model(pixel_values=x).logits, {str(root)!r} + f"/logits_{{name}}.pt")
-        classifier = pipeline("image-classification", model={REPO_ID!r}, trust_remote_code=True)
-        image = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
-        from PIL import Image
-        print("LABELS", json.dumps(sorted(p["label"] for p in classifier(Image.fromarray(image), top_k=4))))
-        """
+    script = f"""
+import json
+import torch
+torch.set_num_threads({torch.get_num_threads()})
+from transformers import AutoModelForImageClassification, pipeline
+x = torch.load({str(root / 'x.pt')!r}, weights_only=True)
+for source, name in (({str(pushed)!r}, "folder"), ({REPO_ID!r}, "cache")):
+    model = AutoModelForImageClassification.from_pretrained(source, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        torch.save(model(pixel_values=x).logits, {str(root)!r} + f"/logits_{{name}}.pt")
+classifier = pipeline("image-classification", model={REPO_ID!r}, trust_remote_code=True)
+image = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
+from PIL import Image
+print("LABELS", json.dumps(sorted(p["label"] for p in classifier(Image.fromarray(image), top_k=4))))
+"""
+    result = run_without_cdtm_hf(
+        script, root, TRANSFORMERS_OFFLINE="1", HF_HUB_CACHE=str(root / "hf_cache"), HF_HOME=str(root / "hf_home"),
+        HF_MODULES_CACHE=str(root / "modules"),
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_CACHE=str(root / "hf_cache"),
-               HF_HOME=str(root / "hf_home"), HF_MODULES_CACHE=str(root / "modules"))
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
-                            timeout=300)
     return result
 
 

@@ -1,10 +1,6 @@
 """CDTMForImageClassification: save/load, Auto classes, remote code, pipeline, real sizes, errors."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForImageClassification, pipeline
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
+from tests.helpers import run_without_cdtm_hf
 
 LABELS = {0: "ductal", 1: "lobular", 2: "mucinous"}
 
@@ -54,30 +51,18 @@ def test_remote_code_loads_where_cdtm_hf_is_not_importable(tmp_path):
         ref = model(pixel_values=x).logits
     save_checkpoint(model, tmp_path / "ckpt")
     torch.save(x, tmp_path / "x.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["cdtm_hf"] = None  # any import of cdtm_hf now fails
-        try:
-            import cdtm_hf
-            raise SystemExit("cdtm_hf is importable")
-        except ImportError:
-            pass
-        import torch
-        from transformers import AutoModelForImageClassification, AutoImageProcessor
-        model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True)
-        assert not type(model).__module__.startswith("cdtm_hf"), type(model).__module__
-        proc = AutoImageProcessor.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True)
-        x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
-        with torch.no_grad():
-            torch.save(model.eval()(pixel_values=x).logits, {str(tmp_path / 'logits.pt')!r})
-        print("OK", type(model).__module__, type(proc).__name__)
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    script = f"""
+import torch
+from transformers import AutoModelForImageClassification, AutoImageProcessor
+model = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True)
+assert not type(model).__module__.startswith("cdtm_hf"), type(model).__module__
+proc = AutoImageProcessor.from_pretrained({str(tmp_path / 'ckpt')!r}, trust_remote_code=True)
+x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+with torch.no_grad():
+    torch.save(model.eval()(pixel_values=x).logits, {str(tmp_path / 'logits.pt')!r})
+print("OK", type(model).__module__, type(proc).__name__)
+"""
+    result = run_without_cdtm_hf(script, tmp_path, HF_MODULES_CACHE=str(tmp_path / "modules"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK transformers_modules" in result.stdout
     assert torch.equal(torch.load(tmp_path / "logits.pt", weights_only=True), ref)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from PIL import Image
 from transformers import TrainerCallback
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
 from cdtm_hf.metrics import compute_metrics
 from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
+from tests.helpers import write_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -164,18 +164,6 @@ def test_feature_cache_is_off_under_augmentation(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def write_imagefolder(root, per_class=(6, 3, 3)):
-    rng = np.random.default_rng(0)
-    for split, n in zip(("train", "validation", "test"), per_class):
-        for ci, name in enumerate(("benign", "malignant")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = (rng.random((40, 40, 3)) * 100 + ci * 120).astype("uint8")
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
 def test_accelerate_launch_run_sft_end_to_end(tmp_path):
     data = write_imagefolder(tmp_path / "data")
     out = tmp_path / "out"

@@ -193,6 +193,7 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         else:
             self.head = LinearHead(config.hidden_size, config.num_labels)
         self.backbone_frozen = False
+        self.backbone_norm_eval = False  # keep BatchNorm statistics fixed while the backbone trains
         self.post_init()
 
     def _record_token_shape(self, config: CDTMConfig) -> None:
@@ -228,6 +229,10 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()
+        elif self.backbone_norm_eval:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def added_parameters(self) -> int:

@@ -27,6 +27,7 @@ from .trainer import CDTMTrainer, CDTMTrainingArguments
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+BUILDER_SPLIT_STRATEGIES = ("patient", "paper", "official")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
@@ -90,6 +91,20 @@ def _split_missing(ds: DatasetDict, data_args: DataArguments, label_column: str)
         parts = ds["train"].train_test_split(test_size=frac, seed=data_args.split_seed, stratify_by_column=label_column)
         ds["train"], ds["validation"] = parts["train"], parts["test"]
     return ds
+
+
+def effective_split_strategy(data_args: DataArguments) -> str:
+    """What decided the split, for the results and the model card: a builder's strategy, or for an imagefolder
+    the folders themselves, or a random stratified split of a folder that had no validation/test."""
+    if data_args.dataset != "imagefolder":
+        return data_args.split_strategy
+    if data_args.split_strategy not in BUILDER_SPLIT_STRATEGIES:  # the caller describes how the folders were made
+        return data_args.split_strategy
+    root = Path(data_args.data_dir or "")
+    has = {p.name.lower() for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    if "train" in has and "test" in has and has & {"validation", "val", "valid"}:
+        return "given by the imagefolder's train/validation/test folders"
+    return "random stratified split of an imagefolder (not grouped by patient)"
 
 
 def load_data(data_args: DataArguments) -> tuple[DatasetDict, list[str], str]:
@@ -211,7 +226,8 @@ def run_finetuning(
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     report = evaluation_report(logits, prediction.label_ids, names, loss=prediction.metrics.get("test_loss"))
     report.update(
-        dataset=data_args.dataset, dataset_config=data_args.dataset_config, split_strategy=data_args.split_strategy,
+        dataset=data_args.dataset, dataset_config=data_args.dataset_config,
+        split_strategy=effective_split_strategy(data_args),
         seed=training_args.seed, backbone=model.config.backbone, backbone_preset=model.config.backbone_preset,
         finetune_mode=training_args.finetune_mode, use_cdtm=model.config.use_cdtm,
         cdtm_variant=model.config.cdtm_variant, training=_training_summary(training_args, model),

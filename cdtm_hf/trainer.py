@@ -53,6 +53,11 @@ class CDTMTrainingArguments(TrainingArguments):
     stage2_from_best: bool = field(
         default=True, metadata={"help": "start stage 2 from stage 1's best-on-validation weights"}
     )
+    backbone_norm_eval: bool = field(
+        default=False,
+        metadata={"help": "keep the backbone's BatchNorm running statistics (and batch-stat use) fixed while it "
+                  "trains; helps CNN backbones with BatchNorm on small sets at the SFT stage boundary"},
+    )
     augment: bool = field(default=False, metadata={"help": "random training augmentation (timm's train transform)"})
     feature_cache: bool = field(
         default=True,
@@ -267,6 +272,7 @@ class CDTMTrainer(Trainer):
     def _enter_stage(self, stage: Stage, n_stages: int) -> None:
         self.stage = stage
         model = self.model
+        model.backbone_norm_eval = self.args.backbone_norm_eval
         model.freeze_backbone(stage.frozen_backbone)
         self.args.output_dir = self._stage_dir(stage)
         self.args.num_train_epochs = stage.epochs

@@ -234,3 +234,33 @@ def test_feature_cache_key_tells_backbone_weights_apart(tmp_path):
     with torch.no_grad():
         b.backbone.model.blocks[0].attn.qkv.weight.add_(1.0)  # other weights, same architecture
     assert _dataset_key(data, a) != _dataset_key(data, b)
+
+
+def test_imagefolder_records_what_decided_its_split(tmp_path):
+    from cdtm_hf.recipe import DataArguments, effective_split_strategy
+
+    data = write_imagefolder(tmp_path / "data")
+    assert "folders" in effective_split_strategy(DataArguments(data_dir=str(data)))
+    flat = tmp_path / "flat"
+    (flat / "a").mkdir(parents=True)
+    assert "random stratified" in effective_split_strategy(DataArguments(data_dir=str(flat)))
+    described = DataArguments(data_dir=str(data), split_strategy="spatially disjoint image regions")
+    assert effective_split_strategy(described) == "spatially disjoint image regions"
+    assert effective_split_strategy(DataArguments(dataset="breakhis", split_strategy="paper")) == "paper"
+
+
+def test_backbone_norm_eval_keeps_batchnorm_statistics_while_the_backbone_trains(tmp_path):
+    torch.manual_seed(0)
+    model = CDTMForImageClassification(CDTMConfig(backbone="test_efficientnet", image_size=SIZE, num_labels=2,
+                                                  num_centers=3))
+    bn = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn
+    stats = [m.running_mean.clone() for m in bn]
+    weights = snapshot(model.backbone)
+    trainer = make_trainer(model, tmp_path, finetune_mode="fft", num_train_epochs=1, backbone_norm_eval=True)
+    trainer.train()
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, bn))
+    assert not same(weights, snapshot(model.backbone))  # the backbone did train
+    model.backbone_norm_eval = False
+    model.train()
+    assert all(m.training for m in bn)

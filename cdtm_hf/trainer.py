@@ -75,6 +75,9 @@ class CDTMTrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = 16
     num_train_epochs: float = 75
     lr_scheduler_type: str = "cosine"
+    # One fused kernel per step: the CCA bases alone are n*p*p parameters (11.5 M for ViT-B/16), and the per-tensor
+    # AdamW loop over them costs more than their forward pass (benchmarks/stage_step.py).
+    optim: str = "adamw_torch_fused"
     eval_strategy: str = "epoch"
     save_strategy: str = "epoch"
     logging_strategy: str = "steps"

@@ -48,3 +48,14 @@ def test_unknown_dataset_name_is_named(tmp_path):
     with pytest.raises(ValueError, match="mnist"):
         run_finetuning(ModelArguments(**TINY), DataArguments(dataset="mnist", data_dir=str(tmp_path)),
                        training_args(tmp_path / "out"))
+
+
+def test_run_sft_explain_writes_cca_maps_for_the_test_set(tmp_path):
+    from tests.helpers import write_imagefolder
+
+    data = write_imagefolder(tmp_path / "data")
+    run_finetuning(ModelArguments(**TINY), DataArguments(data_dir=str(data), explain=True),
+                   training_args(tmp_path / "out"))
+    explain = tmp_path / "out" / "explain"
+    assert (explain / "cluster_usage.png").exists() and (explain / "summary.json").exists()
+    assert list(explain.glob("image*_mixing.png"))

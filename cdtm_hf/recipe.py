@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, DatasetDict
+from datasets.data_files import SPLIT_KEYWORDS
 from transformers import set_seed
 
 from .configuration_cdtm import CDTMConfig
@@ -22,7 +23,7 @@ from .hub import check_push_ready, paper_reference_for, push_checkpoint, write_m
 from .image_processing_cdtm import CDTMImageProcessor
 from .metrics import compute_metrics, evaluation_report, write_results
 from .modeling_cdtm import CDTMForImageClassification
-from .trainer import CDTMTrainer, CDTMTrainingArguments
+from .trainer import CDTMTrainer, CDTMTrainingArguments, stage_plan
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def effective_split_strategy(data_args: DataArguments) -> str:
         return data_args.split_strategy
     root = Path(data_args.data_dir or "")
     has = {p.name.lower() for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
-    if "train" in has and "test" in has and has & {"validation", "val", "valid"}:
+    # the folder names `datasets` itself reads as train / validation / test
+    if all(has & set(names) for names in SPLIT_KEYWORDS.values()):
         return "given by the imagefolder's train/validation/test folders"
     return "random stratified split of an imagefolder (not grouped by patient)"
 
@@ -116,8 +118,7 @@ def load_data(data_args: DataArguments) -> tuple[DatasetDict, list[str], str]:
         from datasets import load_dataset
 
         ds = load_dataset("imagefolder", data_dir=data_args.data_dir, cache_dir=data_args.cache_dir)
-        ds = DatasetDict({("validation" if k in ("val", "valid") else k): v for k, v in ds.items()})
-        ds = _split_missing(ds, data_args, "label")
+        ds = _split_missing(ds, data_args, "label")  # `datasets` already maps val/valid/dev to "validation"
     else:
         from .data import load_medical_dataset
 
@@ -266,8 +267,6 @@ def _training_summary(args: CDTMTrainingArguments, model: CDTMForImageClassifica
         "augment": args.augment,
     }
     if args.finetune_mode == "sft":
-        from .trainer import stage_plan
-
         s1, s2 = stage_plan(args)
         summary.update(stage1_epochs=s1.epochs, stage2_epochs=s2.epochs, learning_rate=s1.learning_rate,
                        stage2_learning_rate=s2.learning_rate, backbone_lr_multiplier=args.backbone_lr_multiplier)

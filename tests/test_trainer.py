@@ -241,6 +241,9 @@ def test_imagefolder_records_what_decided_its_split(tmp_path):
 
     data = write_imagefolder(tmp_path / "data")
     assert "folders" in effective_split_strategy(DataArguments(data_dir=str(data)))
+    (data / "validation").rename(data / "dev")  # a name `datasets` reads as the validation split
+    assert "folders" in effective_split_strategy(DataArguments(data_dir=str(data)))
+    (data / "dev").rename(data / "validation")
     flat = tmp_path / "flat"
     (flat / "a").mkdir(parents=True)
     assert "random stratified" in effective_split_strategy(DataArguments(data_dir=str(flat)))

@@ -11,7 +11,7 @@ import yaml
 
 import cdtm_hf.recipe as recipe
 from tests import helpers
-from cdtm_hf.experiments import RECIPES, GridError, load_grid, load_paper_results, main, run_grid
+from cdtm_hf.experiments import RECIPE_FIELDS, GridError, load_grid, load_paper_results, main, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "examples" / "grids").glob("*.yaml"))
@@ -67,14 +67,14 @@ class Spy:
     def __init__(self, real=None, before=None):
         self.real, self.before, self.calls = real, before, []
 
-    def __call__(self, model_args, data_args, training_args):
+    def __call__(self, model_args, data_args, training_args, run_args=None):
         run_dir = Path(training_args.output_dir)
         self.calls.append((run_dir.parent.name, int(run_dir.name[4:]), bool(training_args.resume_from_checkpoint)))
         if self.before:
             self.before(self, run_dir)
         if self.real is None:
             raise AssertionError("run_finetuning must not be called")
-        return self.real(model_args, data_args, training_args)
+        return self.real(model_args, data_args, training_args, run_args)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +107,15 @@ def test_grid_runs_every_cell_and_seed_and_writes_the_table(full_run):
         assert math.isclose(report["metrics"]["f1"], row["f1"]) and report["seed"] == row["seed"]
 
     lines = (out / "results.md").read_text().splitlines()
-    assert "| backbone | Pre-train | recipe | Seeds | Pre (%) | Rec (%) | Acc (%) | F1 (%) |" in lines
+    header = "| backbone | Pre-train | recipe | Seeds | Pre (%) | Rec (%) | Acc (%) | F1 Eq. 12 (%) | Macro-F1 (%) |"
+    assert header in lines
     rows = [line for line in lines if line.startswith("| test_vit")]
     assert len(rows) == 4
     for cell, line in zip(CELLS, rows):
         parts = [p.strip() for p in line.strip("|").split("|")]
         assert f"{parts[0]}__{parts[2]}" == cell and parts[1] == "–" and parts[3] == "2/2"
         sub = runs[runs["cell_id"] == cell]
-        for value, metric in zip(parts[4:], ("precision", "recall", "accuracy", "f1")):
+        for value, metric in zip(parts[4:], ("precision", "recall", "accuracy", "f1_eq12", "f1")):
             mean, std = (float(v) for v in value.split(" ± "))  # mean ± std over the two seeds
             assert mean == pytest.approx(100 * sub[metric].mean(), abs=0.006)
             assert std == pytest.approx(100 * sub[metric].std(ddof=1), abs=0.006)
@@ -207,17 +208,18 @@ def test_shipped_grids_are_valid(path):
 
 
 def test_recipes_are_the_documented_bundles():
-    assert RECIPES["scratch"] == {"finetune_mode": "scratch", "use_cdtm": False, "backbone_pretrained": False}
-    assert RECIPES["frozen"] == RECIPES["lp"] == {"finetune_mode": "lp", "use_cdtm": False}
-    assert RECIPES["unfrozen"] == RECIPES["fft"] and RECIPES["sft_cdtm"]["use_cdtm"] is True
+    assert RECIPE_FIELDS["scratch"] == {"finetune_mode": "scratch", "use_cdtm": False, "backbone_pretrained": False}
+    assert RECIPE_FIELDS["frozen"] == RECIPE_FIELDS["lp"] == {"finetune_mode": "lp", "use_cdtm": False}
+    assert RECIPE_FIELDS["unfrozen"] == RECIPE_FIELDS["fft"] and RECIPE_FIELDS["sft_cdtm"]["use_cdtm"] is True
 
 
-def fake_runner(model_args, data_args, training_args):
+def fake_runner(model_args, data_args, training_args, run_args=None):
     """Writes a test_results.json without training: metrics depend on the cell and the seed."""
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = (len(model_args.backbone) % 7) / 100 + training_args.seed / 1000
-    metrics = {"accuracy": 0.8 + x, "precision": 0.7 + x, "recall": 0.6 + x, "f1": 0.65 + x, "loss": 0.5}
+    metrics = {"accuracy": 0.8 + x, "precision": 0.7 + x, "recall": 0.6 + x, "f1": 0.65 + x, "f1_eq12": 0.62 + x,
+               "loss": 0.5}
     (out / "test_results.json").write_text(json.dumps({"metrics": metrics, "seed": training_args.seed}))
     return {"metrics": metrics}
 
@@ -241,6 +243,7 @@ def test_table8_grid_max_cells_and_paper_columns(tmp_path, monkeypatch):
     cells = [p.strip() for p in row.strip("|").split("|")]
     assert cells[3] == "3/3" and cells[5] == "–" and cells[9] == "94.24" and cells[11] == "91.91"
     assert cells[8] == "80.10 ± 0.10"  # ours: mean ± sample std of 80.0, 80.1, 80.2
+    assert cells[10] == "62.10 ± 0.10" and cells[12] == "65.10 ± 0.10"  # beside the paper's F1: Eq. 12, not macro
     scratch = next(line for line in md.splitlines() if line.startswith("| convnextb.laion2b | LAION-2B | scratch |"))
     assert "65.47" in scratch and "33.26" in scratch
     assert len(pd.read_csv(tmp_path / "results.csv")) == 30
@@ -254,7 +257,7 @@ def test_changed_cell_settings_are_refused_and_failures_can_be_skipped(tmp_path,
     with pytest.raises(GridError, match=r"cell test_vit__lp_cdtm: .*learning_rate: 0\.01 -> 0\.5"):
         run_grid(load_grid(changed), progress=False)
 
-    def flaky(model_args, data_args, training_args):
+    def flaky(model_args, data_args, training_args, run_args=None):
         if "test_vit2__fft" in training_args.output_dir:
             raise RuntimeError("out of memory")
         return fake_runner(model_args, data_args, training_args)

@@ -12,6 +12,8 @@
 
     ds = load_medical_dataset("breakhis", "BreaKHis_v1.tar.gz", split_strategy="patient", seed=42)
 
+    ds, manifest = load_imagefolder("my_images/")   # <class>/ or {train,validation,test}/<class>/ folders
+
 See ``docs/datasets.md`` for sources, layouts, configs and split strategies.
 """
 
@@ -20,28 +22,30 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Optional, Union
-
 import datasets
 
 from ._common import (
+    IMAGE_EXTENSIONS,
     MANIFEST_FILENAME,
+    VERIFY_MODES,
     CorruptImageError,
     DataDirRequiredError,
     DatasetLayoutError,
     MedicalDatasetError,
-    MedicalImageBuilder,
-    MedicalImageConfig,
     MissingColumnError,
     MissingDependencyError,
     read_manifest,
+    verify_image,
+    write_manifest,
 )
 from .aptos2019 import APTOS2019
 from .breakhis import BreakHis, BreakHisConfig
 from .cbis_ddsm import CBISDDSM, CBISDDSMConfig
 from .chexpert import CheXpert, CheXpertConfig
 from .hcrf import HCRF, HCRFConfig
+from .imagefolder import load_imagefolder
 from .isic2019 import ISIC2019, ISIC2019Config
+from .builder import MedicalImageBuilder, MedicalImageConfig
 from .splits import (
     SPLIT_NAMES,
     SPLIT_STRATEGIES,
@@ -78,7 +82,7 @@ def get_builder_class(name: str) -> type[MedicalImageBuilder]:
         raise ValueError(f"unknown medical dataset {name!r}; available: {sorted(DATASET_BUILDERS)}") from None
 
 
-def label_names(dataset: Union[datasets.Dataset, datasets.DatasetDict]) -> list[str]:
+def label_names(dataset: datasets.Dataset | datasets.DatasetDict) -> list[str]:
     """Class names of a dataset built here (or any ``ClassLabel`` dataset).
 
     Single-label sets: the ``ClassLabel`` names of ``label``.  Multi-label sets
@@ -101,15 +105,16 @@ def label_names(dataset: Union[datasets.Dataset, datasets.DatasetDict]) -> list[
 
 def load_medical_dataset(
     name: str,
-    data_dir: Optional[Union[str, os.PathLike]],
-    config: Optional[str] = None,
+    data_dir: str | os.PathLike | None,
+    config: str | None = None,
     split_strategy: str = "patient",
     seed: int = 42,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     skip_corrupt: bool = False,
     *,
-    download_mode: Optional[str] = None,
-    num_proc: Optional[int] = None,
+    verify_images: str = "fast",
+    download_mode: str | None = None,
+    num_proc: int | None = None,
     **config_kwargs,
 ) -> datasets.DatasetDict:
     """Prepare (or reuse from the cache) a medical dataset and return its three splits.
@@ -125,8 +130,10 @@ def load_medical_dataset(
             ``"paper"`` (random stratified, as in the paper) or ``"official"``.
         seed: split seed.
         cache_dir: ``datasets`` cache directory (default: the HF datasets cache).
-        skip_corrupt: skip unreadable images instead of raising (they are listed in
-            the manifest).
+        skip_corrupt: skip missing/unreadable images and CSV rows whose image cannot be found
+            instead of raising (each is named in the log and listed under ``skipped`` in the manifest).
+        verify_images: ``"fast"`` (default), ``"full"`` or ``"none"`` (no decode; the file-exists
+            check is always done).
         download_mode: ``"force_redownload"`` rebuilds a prepared dataset (needed after
             the files under ``data_dir`` changed; the cache is keyed on the options, not
             on the file contents).
@@ -145,6 +152,7 @@ def load_medical_dataset(
         split_strategy=split_strategy,
         seed=seed,
         skip_corrupt=skip_corrupt,
+        verify_images=verify_images,
         **config_kwargs,
     )
     builder.download_and_prepare(download_mode=download_mode, num_proc=num_proc)
@@ -167,6 +175,7 @@ __all__ = [
     "DatasetLayoutError",
     "HCRF",
     "HCRFConfig",
+    "IMAGE_EXTENSIONS",
     "ISIC2019",
     "ISIC2019Config",
     "InsufficientSamplesError",
@@ -179,10 +188,14 @@ __all__ = [
     "SPLIT_NAMES",
     "SPLIT_STRATEGIES",
     "SplitIndices",
+    "VERIFY_MODES",
     "get_builder_class",
     "label_names",
+    "load_imagefolder",
     "load_medical_dataset",
     "patient_grouped_split",
     "read_manifest",
     "stratified_split",
+    "verify_image",
+    "write_manifest",
 ]

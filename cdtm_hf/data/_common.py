@@ -1,16 +1,8 @@
-"""Shared machinery of the medical image builders.
+"""Shared low-level machinery of the medical image builders and the imagefolder loader.
 
-Every dataset builder subclasses :class:`MedicalImageBuilder` and only implements
-
-* ``_class_names()``   -- the label names of the active config,
-* ``_scan(dl_manager)`` -- locate the data and return a list of :class:`ImageRecord`,
-* optionally ``_extra_features()`` and ``_postprocess(records)``.
-
-This module does the rest: ``data_dir`` / archive resolution (archives are extracted
-into the ``datasets`` cache, never in place), image verification (with opt-in
-skipping of corrupt files), the split (``paper`` / ``patient`` / ``official``), the
-``split_manifest.json`` and example generation with lazily decoded ``datasets.Image``
-features.
+The one list of image extensions (:data:`IMAGE_EXTENSIONS`), the errors, :class:`ImageRecord`, path and CSV
+helpers, image verification (every file checked up front, threaded, each bad file named) and the split manifest
+writer. The builder base class lives in ``builder.py``.
 """
 
 from __future__ import annotations
@@ -19,45 +11,39 @@ import io
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
-import datasets
 import numpy as np
-
-from .splits import (
-    SPLIT_NAMES,
-    SPLIT_STRATEGIES,
-    assignment_from_indices,
-    normalize_ratios,
-    patient_grouped_split,
-    stratified_split,
-)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILENAME = "split_manifest.json"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: THE list of image file extensions of cdtm_hf (lower case; matched case-insensitively).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 VERIFY_MODES = ("fast", "full", "none")
+#: how many bad files an error message lists in full (all of them are always in the log / manifest)
+MAX_LISTED = 100
 
 __all__ = [
     "CorruptImageError",
     "DataDirRequiredError",
     "DatasetLayoutError",
+    "IMAGE_EXTENSIONS",
     "ImageRecord",
     "MANIFEST_FILENAME",
     "MedicalDatasetError",
-    "MedicalImageBuilder",
-    "MedicalImageConfig",
     "MissingColumnError",
     "MissingDependencyError",
+    "VERIFY_MODES",
     "read_manifest",
     "verify_image",
+    "verify_records",
+    "write_manifest",
 ]
 
 
@@ -75,7 +61,7 @@ class MissingColumnError(DatasetLayoutError):
 
 
 class CorruptImageError(MedicalDatasetError, ValueError):
-    """One or more image files cannot be decoded (the message names them)."""
+    """One or more image files are missing or cannot be decoded (the message names them)."""
 
 
 class DataDirRequiredError(MedicalDatasetError, FileNotFoundError):
@@ -92,33 +78,49 @@ class ImageRecord:
     """One image found by a builder's ``_scan``.
 
     Attributes:
-        path: absolute path of the image file.
-        relpath: POSIX path relative to the dataset root (manifest key, ``file`` column).
-        label: class index (single-label) or multi-hot float list (multi-label).
-        group: group id used by the ``patient`` strategy (patient / lesion id).
-        official_split: ``"train"`` / ``"test"`` for sets with an official split.
-        extra: values of the builder's extra feature columns.
+        path (`str`): absolute path of the image file.
+        relpath (`str`): POSIX path relative to the dataset root (manifest key, ``file`` column).
+        label (`int` or `list`): class index (single-label) or multi-hot float list (multi-label).
+        group (`str`): group id used by the ``patient`` strategy (patient / lesion id, or the image itself).
+        official_split (`str`, *optional*): ``"train"`` / ``"test"`` for sets with an official split.
+        extra (`dict`): values of the builder's extra feature columns.
+        has_patient_id (`bool`): False when ``group`` is a per-image fallback, not a real patient/lesion id.
     """
 
     path: str
     relpath: str
-    label: Union[int, list]
+    label: int | list
     group: str
-    official_split: Optional[str] = None
+    official_split: str | None = None
     extra: dict = field(default_factory=dict)
+    has_patient_id: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
-def posix_relpath(path: Union[str, Path], root: Union[str, Path]) -> str:
+def posix_relpath(path: str | Path, root: str | Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def is_archive(path: Union[str, Path]) -> bool:
+def clean_rel(value: object) -> str:
+    """A path from a CSV as a clean relative POSIX path (backslashes, leading ``./`` and outer slashes removed)."""
+    rel = str(value).strip().replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    return rel.strip("/")
+
+
+def is_archive(path: str | Path) -> bool:
     name = str(path).lower()
     return any(name.endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
-def iter_files(root: Union[str, Path], extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
+def is_image_file(name: str | Path) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (and is no macOS ``._`` resource fork)."""
+    name = Path(name).name
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
+
+
+def iter_files(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:
     """Sorted recursive listing of files with one of ``extensions`` (case-insensitive)."""
     exts = tuple(e.lower() for e in extensions)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -128,7 +130,7 @@ def iter_files(root: Union[str, Path], extensions: Sequence[str] = IMAGE_EXTENSI
                 yield Path(dirpath) / name
 
 
-def find_dir(root: Union[str, Path], predicate: Callable[[Path], bool], max_depth: int = 4) -> Optional[Path]:
+def find_dir(root: str | Path, predicate: Callable[[Path], bool], max_depth: int = 4) -> Path | None:
     """Breadth-first search (sorted, deterministic) for a directory satisfying ``predicate``."""
     level = [Path(root)]
     for _ in range(max_depth + 1):
@@ -152,8 +154,9 @@ def child_dirs_ci(directory: Path) -> dict[str, Path]:
         return {}
 
 
-def find_file(root: Union[str, Path], name: str, max_depth: int = 3) -> Optional[Path]:
+def find_file(root: str | Path, name: str, max_depth: int = 3) -> Path | None:
     """First ``name`` (case-insensitive) found breadth-first under ``root``."""
+
     def match(p: Path) -> bool:
         return p.name.lower() == name.lower() and p.is_file()
 
@@ -170,7 +173,7 @@ def _safe_iterdir(d: Path) -> list[Path]:
         return []
 
 
-def read_csv(path: Union[str, Path], required: Iterable[str], **kwargs):
+def read_csv(path: str | Path, required: Iterable[str], **kwargs):
     """Read a CSV with pandas and check its columns (raises :class:`MissingColumnError`)."""
     import pandas as pd
 
@@ -187,10 +190,29 @@ def read_csv(path: Union[str, Path], required: Iterable[str], **kwargs):
     return df
 
 
-def read_manifest(path: Union[str, Path]) -> dict:
-    """Load a ``split_manifest.json`` written by a builder."""
+def read_manifest(path: str | Path) -> dict:
+    """Load a ``split_manifest.json`` written by a builder or by ``load_imagefolder``."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def write_manifest(manifest: dict, output_dir: str | Path) -> Path:
+    """Write a split manifest as ``<output_dir>/split_manifest.json`` and return its path.
+
+    Args:
+        manifest (`dict`): the manifest (e.g. the second value returned by ``load_imagefolder``).
+        output_dir (`str` or `os.PathLike`): the folder to write into (created if needed).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    path = Path(output_dir) / MANIFEST_FILENAME
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    return path
+
+
+def seeded_rng(seed: int, salt: str) -> np.random.Generator:
+    """A generator derived from ``seed`` and a string (independent streams per purpose)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(ord(ch) for ch in salt)])
 
 
 # --------------------------------------------------------------------------- verification
@@ -205,20 +227,33 @@ def require_pydicom():
     return pydicom
 
 
-def verify_image(path: Union[str, Path], mode: str = "fast") -> Optional[str]:
-    """Return ``None`` if the image decodes, else a short error description.
+MISSING = "missing"
 
-    ``fast``: PNG -> ``PIL.Image.verify()`` (walks every chunk and checks its CRC, so
-    truncation and bit rot are caught); JPEG -> decode at 1/8 scale (``draft``), which
-    still reads the whole entropy-coded stream; other formats -> full decode.
-    ``full``: full decode of every image.  ``none``: no check.
+
+def verify_image(path: str | Path, mode: str = "fast") -> str | None:
+    """Return ``None`` if the image file exists and decodes, else a short description of what is wrong.
+
+    The file-exists check is always done (it costs nothing next to training). ``fast``: PNG ->
+    ``PIL.Image.verify()`` (walks every chunk and checks its CRC, so truncation and bit rot are caught); JPEG ->
+    decode at 1/8 scale (``draft``), which still reads the whole entropy-coded stream; other formats (TIFF, 16-bit,
+    float) -> full decode. ``full``: full decode of every image, then the shared decode to 8-bit RGB
+    (``cdtm_hf.image_processing_cdtm.to_rgb_image``) that training uses. ``none``: the existence check only.
+    16-bit and float images (PIL modes ``I;16``, ``I``, ``F``) are valid.
+
+    Args:
+        path (`str` or `os.PathLike`): the image file (``.dcm`` needs pydicom).
+        mode (`str`): ``"fast"``, ``"full"`` or ``"none"``.
     """
+    path = str(path)
+    if not os.path.isfile(path):
+        return f"{MISSING}: no such file"
     if mode == "none":
         return None
-    path = str(path)
     try:
         if path.lower().endswith(".dcm"):
-            require_pydicom().dcmread(path).pixel_array  # noqa: B018 - decoding is the check
+            array = require_pydicom().dcmread(path).pixel_array
+            if mode == "full":
+                _to_rgb(array)
             return None
         from PIL import Image
 
@@ -230,6 +265,8 @@ def verify_image(path: Union[str, Path], mode: str = "fast") -> Optional[str]:
                 if mode == "fast" and fmt == "JPEG":
                     im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
+                if mode == "full":
+                    _to_rgb(im)
         return None
     except MissingDependencyError:
         raise
@@ -237,16 +274,44 @@ def verify_image(path: Union[str, Path], mode: str = "fast") -> Optional[str]:
         return f"{type(err).__name__}: {err}"
 
 
+def _to_rgb(image: Any):
+    from ..image_processing_cdtm import to_rgb_image
+
+    return to_rgb_image(image)
+
+
+def _bad_files_message(bad: list[dict], what: str) -> str:
+    listing = "; ".join(f"{b['abspath']} ({b['reason']})" for b in bad[:MAX_LISTED])
+    more = f" and {len(bad) - MAX_LISTED} more (all listed in the log)" if len(bad) > MAX_LISTED else ""
+    return f"{len(bad)} {what}: {listing}{more}"
+
+
 def verify_records(
     records: list[ImageRecord],
     mode: str,
     skip_corrupt: bool,
-    num_workers: Optional[int] = None,
+    num_workers: int | None = None,
+    layout: str | None = None,
 ) -> tuple[list[ImageRecord], list[dict]]:
-    """Check every image; raise :class:`CorruptImageError` or drop the bad ones."""
+    """Check that every image exists and (unless ``mode="none"``) decodes; raise, or drop and list the bad ones.
+
+    Args:
+        records (`list[ImageRecord]`): the images to check.
+        mode (`str`): one of :data:`VERIFY_MODES`; ``"none"`` skips the decode, never the file-exists check.
+        skip_corrupt (`bool`): drop bad files (each named by ``logger.warning``) instead of raising.
+        num_workers (`int`, *optional*): verification threads (default ``min(8, cpu_count)``).
+        layout (`str`, *optional*): the layout that was found, quoted when files are missing.
+
+    Returns:
+        `tuple`: the good records, and one ``{"path": relpath, "reason": ...}`` per dropped file.
+
+    Raises:
+        CorruptImageError: some files are missing or unreadable and ``skip_corrupt`` is False; the message names
+            every bad file (up to :data:`MAX_LISTED`) and the remedy.
+    """
     if mode not in VERIFY_MODES:
         raise ValueError(f"verify_images must be one of {VERIFY_MODES}, got {mode!r}")
-    if mode == "none" or not records:
+    if not records:
         return records, []
     workers = num_workers or min(8, os.cpu_count() or 1)
     paths = [r.path for r in records]
@@ -255,24 +320,41 @@ def verify_records(
             errors = list(pool.map(lambda p: verify_image(p, mode), paths))
     else:
         errors = [verify_image(p, mode) for p in paths]
-    bad = [{"file": r.relpath, "path": r.path, "error": e} for r, e in zip(records, errors) if e is not None]
+    bad = [{"path": r.relpath, "abspath": r.path, "reason": e} for r, e in zip(records, errors) if e is not None]
     if not bad:
         return records, []
-    listing = "; ".join(f"{b['path']} ({b['error']})" for b in bad[:10])
-    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    missing = [b for b in bad if b["reason"].startswith(MISSING)]
+    corrupt = [b for b in bad if not b["reason"].startswith(MISSING)]
     if not skip_corrupt:
+        parts = []
+        if missing:
+            found = f" (layout found: {layout})" if layout else ""
+            parts.append(
+                _bad_files_message(missing, "image file(s) listed by the dataset do not exist")
+                + f". Check that data_dir points at the complete, unrenamed download{found}"
+            )
+        if corrupt:
+            parts.append(
+                _bad_files_message(corrupt, "unreadable (corrupt or truncated) image file(s)") + ". Re-download them"
+            )
         raise CorruptImageError(
-            f"{len(bad)} unreadable (missing, corrupt or truncated) image file(s): {listing}{more}. "
-            "Re-download them, or pass skip_corrupt=True to skip unreadable images "
-            f"(they are then listed in {MANIFEST_FILENAME})."
+            ". ".join(parts) + f"; or pass skip_corrupt=True (--skip_corrupt) to drop them (each is then listed in "
+            f"{MANIFEST_FILENAME})."
         )
-    logger.warning("Skipping %d unreadable image file(s): %s%s", len(bad), listing, more)
+    for b in bad:
+        logger.warning("Skipping image %s: %s", b["abspath"], b["reason"])
+    logger.warning("Skipped %d missing or unreadable image file(s) of %d", len(bad), len(records))
     keep = [r for r, e in zip(records, errors) if e is None]
-    return keep, [{"file": b["file"], "error": b["error"]} for b in bad]
+    return keep, [{"path": b["path"], "reason": b["reason"]} for b in bad]
 
 
+# --------------------------------------------------------------------------- DICOM and masks
 def dicom_to_png_bytes(path: str) -> bytes:
-    """Decode a DICOM file to (8 or 16 bit) grayscale PNG bytes (needs pydicom)."""
+    """Decode a DICOM file to 16-bit grayscale PNG bytes scaled by the image's own range (needs pydicom).
+
+    ``MONOCHROME1`` images are inverted. The 16-bit PNG keeps the dynamic range; training and ``pipeline()`` turn it
+    into 8-bit RGB with ``cdtm_hf.image_processing_cdtm.to_rgb_image``.
+    """
     from PIL import Image
 
     ds = require_pydicom().dcmread(path)
@@ -287,322 +369,30 @@ def dicom_to_png_bytes(path: str) -> bytes:
     return buf.getvalue()
 
 
-# --------------------------------------------------------------------------- config / builder
-@dataclass
-class MedicalImageConfig(datasets.BuilderConfig):
-    """Options shared by all medical image builders.
+def read_pixels(path: str | Path) -> np.ndarray:
+    """The pixel array of an image or DICOM file (gray: 2-D; colour: averaged to 2-D)."""
+    if str(path).lower().endswith(".dcm"):
+        array = np.asarray(require_pydicom().dcmread(str(path)).pixel_array)
+    else:
+        from PIL import Image
 
-    Attributes:
-        split_strategy: ``"patient"`` (grouped, recommended), ``"paper"`` (random
-            stratified, as in the paper) or ``"official"`` (CheXpert, CBIS-DDSM).
-        seed: split seed (also used by seeded subsampling, e.g. HCRF balancing).
-        ratios: ``(train, validation, test)`` proportions; ``None`` = the builder default.
-        skip_corrupt: skip undecodable images (listed in the manifest) instead of raising.
-        verify_images: ``"fast"`` (default), ``"full"`` (decode everything) or ``"none"``.
-        embed_images: store image bytes in the Arrow files instead of file paths
-            (self-contained cache, larger; ``.dcm`` files are always embedded as PNG).
-        num_workers: threads used to verify images (default ``min(8, cpu_count)``).
-    """
-
-    version: Optional[Union[datasets.Version, str]] = datasets.Version("1.0.0")
-    split_strategy: str = "patient"
-    seed: int = 42
-    ratios: Optional[Sequence[float]] = None
-    skip_corrupt: bool = False
-    verify_images: str = "fast"
-    embed_images: bool = False
-    num_workers: Optional[int] = None
+        with Image.open(path) as im:
+            array = np.asarray(im)
+    array = array.astype(np.float64)
+    return array.mean(axis=-1) if array.ndim == 3 else array
 
 
-class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
-    """Base class: see the module docstring.  Subclasses set the class attributes below."""
-
-    BUILDER_CONFIG_CLASS = MedicalImageConfig
-    VERSION = datasets.Version("1.0.0")
-
-    #: short name used in the manifest and in messages.
-    DISPLAY_NAME = "dataset"
-    DESCRIPTION = ""
-    HOMEPAGE = ""
-    CITATION = ""
-    LICENSE = ""
-    #: where to get the data; shown when ``data_dir`` is missing or unusable.
-    SOURCE_HELP = ""
-    #: the expected on-disk layout; shown in :class:`DatasetLayoutError` messages.
-    EXPECTED_LAYOUT = ""
-    #: public source URLs (``None`` = no public URL, ``data_dir`` required); builders that
-    #: have them download them in ``_scan`` (via ``self._download``) when ``data_dir`` is None.
-    DOWNLOAD_URLS: Optional[dict[str, str]] = None
-    DEFAULT_RATIOS: tuple[float, float, float] = (3, 1, 1)
-    HAS_OFFICIAL_SPLIT = False
-    #: False when the source has no patient ids (groups are then single images).
-    HAS_PATIENT_IDS = True
-    MULTI_LABEL = False
-
-    def __init__(self, *args, data_dir: Optional[Union[str, os.PathLike]] = None, **kwargs):
-        if data_dir is not None:
-            data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-        super().__init__(*args, data_dir=data_dir, **kwargs)
-        self._validate_config()
-
-    # ----- subclass hooks
-    def _class_names(self) -> list[str]:
-        raise NotImplementedError
-
-    def _extra_features(self) -> dict[str, Any]:
-        return {}
-
-    def _scan(self, dl_manager: datasets.DownloadManager) -> list[ImageRecord]:
-        raise NotImplementedError
-
-    def _postprocess(self, records: list[ImageRecord]) -> tuple[list[ImageRecord], dict]:
-        """Filter/subsample after verification; returns (records, manifest notes).
-
-        ``_scan`` may also record manifest notes in ``self.scan_notes``."""
-        return records, {}
-
-    def _has_patient_ids(self) -> bool:
-        """Whether ``ImageRecord.group`` holds real patient (or lesion) ids."""
-        return self.HAS_PATIENT_IDS
-
-    # ----- public helpers
-    @property
-    def class_names(self) -> list[str]:
-        return list(self._class_names())
-
-    @property
-    def ratios(self) -> tuple[float, float, float]:
-        return normalize_ratios(self.config.ratios if self.config.ratios is not None else self.DEFAULT_RATIOS)
-
-    @property
-    def label_column(self) -> str:
-        return "labels" if self.MULTI_LABEL else "label"
-
-    @property
-    def manifest_path(self) -> str:
-        """Path of ``split_manifest.json`` in the prepared dataset directory."""
-        return os.path.join(self._output_dir, MANIFEST_FILENAME)
-
-    @property
-    def supported_strategies(self) -> tuple[str, ...]:
-        return SPLIT_STRATEGIES if self.HAS_OFFICIAL_SPLIT else tuple(s for s in SPLIT_STRATEGIES if s != "official")
-
-    def _validate_config(self) -> None:
-        cfg = self.config
-        if cfg.split_strategy not in SPLIT_STRATEGIES:
-            raise ValueError(f"split_strategy must be one of {SPLIT_STRATEGIES}, got {cfg.split_strategy!r}")
-        if cfg.split_strategy not in self.supported_strategies:
-            raise ValueError(
-                f"split_strategy {cfg.split_strategy!r} is not available for {self.DISPLAY_NAME} "
-                f"(it has no official split); choose from {self.supported_strategies}"
-            )
-        if cfg.verify_images not in VERIFY_MODES:
-            raise ValueError(f"verify_images must be one of {VERIFY_MODES}, got {cfg.verify_images!r}")
-        ratios = self.ratios
-        if any(r <= 0 for r in ratios):
-            raise ValueError(f"all three ratios must be positive for a builder, got {cfg.ratios!r}")
-
-    # ----- data location
-    def _data_root(self, dl_manager: datasets.DownloadManager) -> Path:
-        """``data_dir`` as a directory; archives are extracted into the cache."""
-        data_dir = self.config.data_dir
-        if data_dir is None:
-            raise DataDirRequiredError(
-                f"{self.DISPLAY_NAME} needs data_dir=... (no public download URL). {self.SOURCE_HELP}"
-            )
-        path = Path(data_dir)
-        if not path.exists():
-            raise DataDirRequiredError(f"data_dir {str(path)!r} does not exist. {self.SOURCE_HELP}")
-        if path.is_file():
-            if not is_archive(path):
-                raise DatasetLayoutError(
-                    f"data_dir {str(path)!r} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)}). "
-                    f"Expected layout: {self.EXPECTED_LAYOUT}"
-                )
-            return self._extract(dl_manager, path)
-        return path
-
-    def _download(self, dl_manager: datasets.DownloadManager, urls: Any) -> Any:
-        """``dl_manager.download_and_extract`` with an error that says what to do instead."""
-        try:
-            return dl_manager.download_and_extract(urls)
-        except Exception as err:
-            raise DataDirRequiredError(
-                f"could not download {self.DISPLAY_NAME} from {urls} ({type(err).__name__}: {err}). "
-                f"Download it manually and pass data_dir=... {self.SOURCE_HELP}"
-            ) from err
-
-    def _extract(self, dl_manager: datasets.DownloadManager, archive: Union[str, Path]) -> Path:
-        logger.info("Extracting %s into the datasets cache", archive)
-        return Path(dl_manager.extract(str(archive)))
-
-    def _dir_or_archive(self, dl_manager, parent: Path, name: str) -> Optional[Path]:
-        """``parent/name`` as a directory, extracting ``parent/name.<archive>`` if needed."""
-        d = parent / name
-        if d.is_dir():
-            return d
-        for suffix in ARCHIVE_SUFFIXES:
-            archive = parent / f"{name}{suffix}"
-            if archive.is_file():
-                extracted = self._extract(dl_manager, archive)
-                return extracted / name if (extracted / name).is_dir() else extracted
-        return None
-
-    def _layout_error(self, problem: str) -> DatasetLayoutError:
-        return DatasetLayoutError(f"{self.DISPLAY_NAME}: {problem}. Expected layout: {self.EXPECTED_LAYOUT}")
-
-    # ----- datasets API
-    def _info(self) -> datasets.DatasetInfo:
-        names = self._class_names()
-        if self.MULTI_LABEL:
-            label = datasets.List(datasets.Value("float32"), length=len(names))
-        else:
-            label = datasets.ClassLabel(names=list(names))
-        features = datasets.Features(
-            {
-                "image": datasets.Image(),
-                self.label_column: label,
-                "patient_id": datasets.Value("string"),
-                "file": datasets.Value("string"),
-                **self._extra_features(),
-            }
-        )
-        description = self.DESCRIPTION
-        if self.MULTI_LABEL:
-            description += f"\n`labels` is a multi-hot float32 vector over: {', '.join(names)}."
-        return datasets.DatasetInfo(
-            description=description,
-            features=features,
-            homepage=self.HOMEPAGE,
-            citation=self.CITATION,
-            license=self.LICENSE,
-        )
-
-    def _split_generators(self, dl_manager: datasets.DownloadManager) -> list[datasets.SplitGenerator]:
-        cfg = self.config
-        self.scan_notes: dict[str, Any] = {}
-        records = self._scan(dl_manager)
-        if not records:
-            raise self._layout_error("no images found")
-        dupes = [p for p, c in Counter(r.relpath for r in records).items() if c > 1]
-        if dupes:
-            raise self._layout_error(f"{len(dupes)} image(s) listed more than once, e.g. {dupes[:3]}")
-        records.sort(key=lambda r: r.relpath)
-        records, skipped = verify_records(records, cfg.verify_images, cfg.skip_corrupt, cfg.num_workers)
-        records, post_notes = self._postprocess(records)
-        notes = {**self.scan_notes, **post_notes}
-        if not records:
-            raise self._layout_error("no usable images left after verification/filtering")
-        assignment = self._assign_splits(records)
-        self._write_manifest(records, assignment, skipped, notes)
-        by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLIT_NAMES}
-        for rec, split in zip(records, assignment):
-            by_split[split].append(rec)
-        return [datasets.SplitGenerator(name=s, gen_kwargs={"records": by_split[s]}) for s in SPLIT_NAMES]
-
-    def _generate_examples(self, records: list[ImageRecord]):
-        embed = self.config.embed_images
-        label_col = self.label_column
-        for idx, rec in enumerate(records):
-            if rec.path.lower().endswith(".dcm"):
-                image: Any = {"path": Path(rec.relpath).with_suffix(".png").name, "bytes": dicom_to_png_bytes(rec.path)}
-            elif embed:
-                with open(rec.path, "rb") as f:
-                    image = {"path": Path(rec.path).name, "bytes": f.read()}
-            else:
-                image = rec.path
-            yield idx, {"image": image, label_col: rec.label, "patient_id": rec.group, "file": rec.relpath, **rec.extra}
-
-    # ----- splitting
-    def _assign_splits(self, records: list[ImageRecord]) -> list[str]:
-        cfg = self.config
-        ratios = self.ratios
-        names = self._class_names()
-        labels = [r.label for r in records]
-        groups = [r.group for r in records]
-        n = len(records)
-        strategy = cfg.split_strategy
-        if strategy == "patient" and not self._has_patient_ids():
-            logger.warning(
-                "%s provides no patient ids: the 'patient' split falls back to one group per image "
-                "(an image-level stratified split)",
-                self.DISPLAY_NAME,
-            )
-        if strategy == "paper":
-            if self.MULTI_LABEL:  # random split, multi-label stratified by the greedy splitter
-                idx = patient_grouped_split(labels, [str(i) for i in range(n)], ratios, cfg.seed, names)
-            else:
-                idx = stratified_split(labels, ratios, cfg.seed, names)
-            return assignment_from_indices(n, idx)
-        if strategy == "patient":
-            return assignment_from_indices(n, patient_grouped_split(labels, groups, ratios, cfg.seed, names))
-        # official: keep the official test split, carve validation out of train by patient
-        bad = sorted({str(r.official_split) for r in records} - {"train", "test"})
-        if bad:  # pragma: no cover - builder bug
-            raise RuntimeError(f"unexpected official split names {bad}")
-        train_pos = [i for i, r in enumerate(records) if r.official_split == "train"]
-        out = ["test"] * n
-        if not train_pos:
-            raise self._layout_error("the official train split is empty")
-        sub = patient_grouped_split(
-            [labels[i] for i in train_pos], [groups[i] for i in train_pos], (ratios[0], ratios[1], 0), cfg.seed, names
-        )
-        for split, idx in zip(SPLIT_NAMES, sub):
-            for j in idx:
-                out[train_pos[int(j)]] = split
-        if "test" not in {r.official_split for r in records}:
-            raise self._layout_error("the official test split is empty")
-        return out
-
-    # ----- manifest
-    def _write_manifest(self, records, assignment, skipped, notes) -> None:
-        names = self._class_names()
-        counts: dict[str, dict[str, int]] = {s: {c: 0 for c in names} for s in SPLIT_NAMES}
-        totals: dict[str, int] = {s: 0 for s in SPLIT_NAMES}
-        split_groups: dict[str, set] = {s: set() for s in SPLIT_NAMES}
-        for rec, split in zip(records, assignment):
-            totals[split] += 1
-            split_groups[split].add(rec.group)
-            if self.MULTI_LABEL:
-                for c, v in zip(names, rec.label):
-                    counts[split][c] += int(v > 0)
-            else:
-                counts[split][names[rec.label]] += 1
-        cfg = self.config
-        manifest = {
-            "dataset": self.DISPLAY_NAME,
-            "builder": self.name,
-            "config": cfg.name,
-            "config_id": self.config_id,
-            "version": str(cfg.version),
-            "split_strategy": cfg.split_strategy,
-            "seed": cfg.seed,
-            "ratios": list(self.ratios),
-            "class_names": list(names),
-            "label_column": self.label_column,
-            "multi_label": self.MULTI_LABEL,
-            "data_dir": cfg.data_dir,
-            "datasets_version": datasets.__version__,
-            "num_images": {s: totals[s] for s in SPLIT_NAMES},
-            "num_groups": {s: len(split_groups[s]) for s in SPLIT_NAMES},
-            # > 0 means leakage: with "paper" the same patient is in several splits
-            "groups_in_several_splits": sum(
-                1 for g in set().union(*split_groups.values()) if sum(g in split_groups[s] for s in SPLIT_NAMES) > 1
-            ),
-            "class_counts": counts,
-            "skipped_corrupt": skipped,
-            "notes": notes,
-            "files": dict(sorted(zip((r.relpath for r in records), assignment))),
-        }
-        os.makedirs(self._output_dir, exist_ok=True)
-        path = os.path.join(self._output_dir, MANIFEST_FILENAME)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-        logger.info(
-            "%s/%s split (%s, seed %s): %s", self.DISPLAY_NAME, cfg.name, cfg.split_strategy, cfg.seed, totals
-        )
-
-
-def seeded_rng(seed: int, salt: str) -> np.random.Generator:
-    """A generator derived from ``seed`` and a string (independent streams per purpose)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(ord(ch) for ch in salt)])
+def mask_score(path: str | Path) -> float:
+    """Fraction of pixels at the extremes of the image's own range (within 10 %): about 1 for a binary ROI mask
+    (also after JPEG compression), lower for a grayscale image. Unreadable files score ``nan``."""
+    try:
+        a = read_pixels(path)
+    except MissingDependencyError:
+        raise
+    except Exception:  # an unreadable candidate is handled by the verification that follows
+        return float("nan")
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return 1.0
+    span = 0.1 * (hi - lo)
+    return float(((a <= lo + span) | (a >= hi - span)).mean())

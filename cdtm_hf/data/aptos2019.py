@@ -13,7 +13,8 @@ patient may be present), so the ``patient`` split is image-level; a warning says
 
 from __future__ import annotations
 
-from ._common import ImageRecord, MedicalImageBuilder, MedicalImageConfig, find_file, posix_relpath, read_csv
+from ._common import ImageRecord, find_file, posix_relpath, read_csv
+from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["APTOS2019", "APTOS2019_CLASSES"]
 
@@ -29,6 +30,8 @@ class APTOS2019(MedicalImageBuilder):
 
     DISPLAY_NAME = "APTOS2019"
     DESCRIPTION = "APTOS 2019 Blindness Detection: retinal fundus photographs graded 0 (no DR) to 4 (proliferative DR)."
+    MODALITY = "retinal fundus photographs"
+    TAGS = ("ophthalmology", "retinal-fundus")
     HOMEPAGE = "https://www.kaggle.com/competitions/aptos2019-blindness-detection"
     SOURCE_HELP = (
         "APTOS 2019 is only distributed through Kaggle: accept the rules of the competition "
@@ -50,6 +53,7 @@ class APTOS2019(MedicalImageBuilder):
         images = self._dir_or_archive(dl_manager, csv_path.parent, "train_images")
         if images is None:
             raise self._layout_error(f"no train_images/ folder next to {csv_path}")
+        self._set_layout(f"{csv_path.name} + {images.name}/<id_code>.png")
         df = read_csv(csv_path, ["id_code", "diagnosis"])
         records = []
         for id_code, grade in zip(df["id_code"].astype(str), df["diagnosis"]):
@@ -66,6 +70,9 @@ class APTOS2019(MedicalImageBuilder):
                         path = images / f"{id_code}{ext}"
                         break
             records.append(
-                ImageRecord(path=str(path), relpath=posix_relpath(path, images.parent), label=label, group=id_code)
+                ImageRecord(
+                    path=str(path), relpath=posix_relpath(path, images.parent), label=label, group=id_code,
+                    has_patient_id=False,
+                )
             )
         return records

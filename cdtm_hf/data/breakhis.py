@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import datasets
 
-from ._common import ImageRecord, MedicalImageBuilder, MedicalImageConfig, child_dirs_ci, find_dir, iter_files
+from ._common import ImageRecord, child_dirs_ci, find_dir, iter_files
+from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["BreakHis", "BreakHisConfig", "BREAKHIS_TUMOR_TYPES", "BREAKHIS_URL"]
 
@@ -46,7 +46,7 @@ LABEL_SETS: dict[str, list[str]] = {
 }
 
 FILE_RE = re.compile(
-    r"^SOB_(?P<bm>[BM])_(?P<type>[A-Z]+)-(?P<patient>[^-]+-[^-]+)-(?P<mag>\d+)-(?P<seq>\d+)\.(?:png|jpe?g|tiff?|bmp)$",
+    r"^SOB_(?P<bm>[BM])_(?P<type>[A-Z]+)-(?P<patient>[^-]+-[^-]+)-(?P<mag>\d+)-(?P<seq>\d+)\.(?:png|jpe?g|tiff?|bmp|webp)$",
     re.IGNORECASE,
 )
 LAYOUT = (
@@ -68,10 +68,10 @@ class BreakHisConfig(MedicalImageConfig):
     """
 
     label_set: str = "malignant"
-    magnification: Optional[Union[int, str]] = 200
+    magnification: int | str | None = 200
 
 
-def _parse_magnification(value) -> Optional[int]:
+def _parse_magnification(value) -> int | None:
     if value is None or (isinstance(value, str) and value.lower() == "all"):
         return None
     try:
@@ -118,6 +118,8 @@ class BreakHis(MedicalImageBuilder):
 
     DISPLAY_NAME = "BreakHis"
     DESCRIPTION = "BreakHis: 7,909 breast tumour histopathology images (82 patients, 40X-400X)."
+    MODALITY = "BreakHis-like H&E histopathology images"
+    TAGS = ("histopathology",)
     HOMEPAGE = "https://web.inf.ufpr.br/vri/databases/breast-cancer-histopathological-database-breakhis/"
     CITATION = (
         "@article{spanhol2016breakhis, title={A Dataset for Breast Cancer Histopathological Image Classification},"
@@ -159,6 +161,7 @@ class BreakHis(MedicalImageBuilder):
         if breast is None:
             raise self._layout_error(f"no '<benign|malignant>/SOB/...' folders found under {root}")
 
+        self._set_layout(f"{LAYOUT.split(' (e.g.')[0]} (found at {breast})")
         label_set = self.config.label_set
         names = self._class_names()
         wanted_mag = _parse_magnification(self.config.magnification)

@@ -1,31 +1,35 @@
 """CheXpert (chest X-ray, multi-label) builder.
 
-Layout (the "small" or full-resolution release, after registration)::
+Accepted layouts (the "small" or full-resolution release, after registration; the one found is logged and recorded
+in the manifest as ``layout``)::
 
-    <data_dir>/CheXpert-v1.0-small/train.csv, valid.csv
-        columns: Path, Sex, Age, Frontal/Lateral, AP/PA, <14 observations>
+    <data_dir>/CheXpert-v1.0-small/train.csv, valid.csv          the official zip, extracted (or the .zip itself)
     <data_dir>/CheXpert-v1.0-small/{train,valid}/patientXXXXX/studyN/viewM_<frontal|lateral>.jpg
 
-``Path`` values start with the release folder name and are resolved relative to its
-parent.  Labels are the five competition observations as a multi-hot ``float32``
-vector in the ``labels`` column (order: Atelectasis, Cardiomegaly, Consolidation,
-Edema, Pleural Effusion).  Uncertain labels (-1) follow ``uncertainty_policy``:
-``"ones"`` (U-Ones, -1 -> 1), ``"zeros"`` (U-Zeros, -1 -> 0) or ``"ignore"`` (drop rows
-with any -1 among the five).  Blank/NaN -> 0.  The patient id (``patientXXXXX``) is parsed
-from ``Path``.  Official split: train.csv -> train/validation (carved by patient),
-valid.csv -> test.
+    <data_dir>/train.csv, valid.csv, train/, valid/               the common mirror, or a renamed release folder
+        (``Path`` values still begin with ``CheXpert-v1.0-small/``)
+
+CSV columns: Path, Sex, Age, Frontal/Lateral, AP/PA, <14 observations>.  ``Path`` is resolved against the parent
+of the CSV folder, the CSV folder itself, and the CSV folder without the first component of ``Path``.  The
+``file`` column keeps the CSV's ``Path``.  Labels are the five competition observations as a multi-hot ``float32``
+vector in the ``labels`` column (order: Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
+Uncertain labels (-1) follow ``uncertainty_policy``: ``"ones"`` (U-Ones, -1 -> 1), ``"zeros"`` (U-Zeros, -1 -> 0)
+or ``"ignore"`` (drop rows with any -1 among the five).  Blank/NaN -> 0.  The patient id (``patientXXXXX``) is
+parsed from ``Path``.  Official split: train.csv -> train/validation (carved by patient), valid.csv -> test.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pandas as pd
 
-from ._common import ImageRecord, MedicalImageBuilder, MedicalImageConfig, find_dir, posix_relpath, read_csv
+from ._common import ImageRecord, clean_rel, find_dir, read_csv
+from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["CheXpert", "CheXpertConfig", "CHEXPERT_LABELS", "UNCERTAINTY_POLICIES"]
 
@@ -33,6 +37,32 @@ __all__ = ["CheXpert", "CheXpertConfig", "CHEXPERT_LABELS", "UNCERTAINTY_POLICIE
 CHEXPERT_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 UNCERTAINTY_POLICIES = ("ones", "zeros", "ignore")
 PATIENT_RE = re.compile(r"(patient\d+)")
+#: how a CSV ``Path`` is resolved against the folder holding train.csv: name -> (description, resolver)
+PATH_LAYOUTS = {
+    "official": "CheXpert-v1.0-small/{train,valid}.csv, Path relative to the folder above the CSVs",
+    "mirror": "{train,valid}.csv with train/ and valid/ beside them, Path's first component "
+    "(CheXpert-v1.0-small/) dropped",
+    "csv_folder": "Path relative to the folder of the CSVs",
+}
+
+
+def _candidate(base: Path, rel: str, layout: str) -> Path:
+    if layout == "official":
+        return base.parent / rel
+    if layout == "mirror":
+        parts = rel.split("/", 1)
+        return base / (parts[1] if len(parts) == 2 else rel)
+    return base / rel
+
+
+def resolve_layout(base: Path, paths: list[str]) -> str:
+    """The layout under which the CSV ``Path`` values exist (the first that resolves the first existing row)."""
+    for rel in paths[:50]:
+        for layout in PATH_LAYOUTS:
+            if _candidate(base, rel, layout).is_file():
+                return layout
+    # nothing resolves: keep the layout the folder name suggests (the verification then names the missing files)
+    return "official" if paths and paths[0].split("/", 1)[0] == base.name else "mirror"
 
 
 @dataclass
@@ -72,6 +102,8 @@ class CheXpert(MedicalImageBuilder):
 
     DISPLAY_NAME = "CheXpert"
     DESCRIPTION = "CheXpert chest radiographs (Stanford), multi-label over the 5 competition observations."
+    MODALITY = "chest radiographs"
+    TAGS = ("radiology", "chest-x-ray")
     HOMEPAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"
     CITATION = (
         "@inproceedings{irvin2019chexpert, title={CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels "
@@ -85,7 +117,8 @@ class CheXpert(MedicalImageBuilder):
     )
     EXPECTED_LAYOUT = (
         "<data_dir>/CheXpert-v1.0-small/{train,valid}.csv (Path,Sex,Age,Frontal/Lateral,AP/PA,<observations>) "
-        "with Path = CheXpert-v1.0-small/{train,valid}/patientXXXXX/studyN/viewM_frontal.jpg"
+        "with Path = CheXpert-v1.0-small/{train,valid}/patientXXXXX/studyN/viewM_frontal.jpg, or the mirror "
+        "<data_dir>/{train.csv,valid.csv,train/,valid/}"
     )
     HAS_OFFICIAL_SPLIT = True
     MULTI_LABEL = True
@@ -119,9 +152,13 @@ class CheXpert(MedicalImageBuilder):
         required = ["Path", *CHEXPERT_LABELS] + (["Frontal/Lateral"] if cfg.frontal_only else [])
         records: list[ImageRecord] = []
         dropped_uncertain, dropped_lateral = 0, 0
+        frames = {name: read_csv(base / name, required) for name in ("train.csv", "valid.csv")}
+        paths = [clean_rel(p) for df in frames.values() for p in df["Path"]]
+        layout = resolve_layout(base, paths)
+        self._set_layout(f"{PATH_LAYOUTS[layout]} (CSVs in {base})")
         for csv_file, official in (("train.csv", "train"), ("valid.csv", "test")):
             csv_path = base / csv_file
-            df = read_csv(csv_path, required)
+            df = frames[csv_file]
             raw = df[CHEXPERT_LABELS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
             bad = ~np.isnan(raw) & ~np.isin(raw, (-1.0, 0.0, 1.0))
             if bad.any():
@@ -135,17 +172,18 @@ class CheXpert(MedicalImageBuilder):
                 keep &= frontal
             cols = {c: df[c] if c in df.columns else pd.Series([None] * len(df)) for c in ("Sex", "Age", "Frontal/Lateral", "AP/PA")}
             for i in np.flatnonzero(keep):
-                rel = str(df["Path"].iat[i]).strip().replace("\\", "/")
+                rel = clean_rel(df["Path"].iat[i])
                 m = PATIENT_RE.search(rel)
                 if m is None:
                     raise self._layout_error(f"{csv_path}: cannot parse a patient id (patientXXXXX) from Path {rel!r}")
-                first = rel.split("/", 1)[0]
-                path = (base.parent / rel) if first == base.name else (base / rel)
+                path = _candidate(base, rel, layout)
+                if not path.is_file():  # a row that only resolves another way (then the verification names it)
+                    path = next((c for c in (_candidate(base, rel, k) for k in PATH_LAYOUTS) if c.is_file()), path)
                 age = pd.to_numeric(cols["Age"].iat[i], errors="coerce")
                 records.append(
                     ImageRecord(
                         path=str(path),
-                        relpath=posix_relpath(path, base.parent),
+                        relpath=rel,
                         label=labels[i].tolist(),
                         group=m.group(1),
                         official_split=official,

@@ -10,7 +10,8 @@ With ``data_dir=None`` the three files are downloaded from the ISIC archive S3 b
 ``UNK`` has no training images; rows labelled UNK are dropped (counted in the manifest).
 The metadata's ``lesion_id`` is the group id of the ``patient`` split (ISIC 2019 has no
 patient ids; images of one lesion are near-duplicates, so they must not be split).
-Images without a lesion id are their own group.
+Images without a lesion id are their own group (counted in the manifest's ``images_without_patient_id``; its
+``grouping`` is then ``"image"``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import ImageRecord, MedicalImageBuilder, MedicalImageConfig, find_file, posix_relpath, read_csv
+from ._common import ImageRecord, find_file, posix_relpath, read_csv
+from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["ISIC2019", "ISIC2019Config", "ISIC2019_URLS", "ISIC2019_CLASSES"]
 
@@ -59,6 +61,8 @@ class ISIC2019(MedicalImageBuilder):
 
     DISPLAY_NAME = "ISIC2019"
     DESCRIPTION = "ISIC 2019 challenge training set: dermoscopic images, 8 diagnostic classes."
+    MODALITY = "dermoscopic skin-lesion images"
+    TAGS = ("dermatology", "dermoscopy")
     HOMEPAGE = "https://challenge.isic-archive.com/data/#2019"
     CITATION = (
         "@article{tschandl2018ham10000, title={The HAM10000 dataset}, author={Tschandl, P. and Rosendahl, C. and "
@@ -79,7 +83,7 @@ class ISIC2019(MedicalImageBuilder):
     def _has_patient_ids(self) -> bool:
         return getattr(self, "_lesion_groups", False)
 
-    def _locate(self, dl_manager) -> tuple[Path, Path, "Path | None", Path]:
+    def _locate(self, dl_manager) -> tuple[Path, Path, Path | None, Path]:
         """(ground-truth CSV, images folder, metadata CSV or None, root for relative paths)."""
         if self.config.data_dir is None:
             paths = self._download(dl_manager, ISIC2019_URLS)
@@ -101,6 +105,10 @@ class ISIC2019(MedicalImageBuilder):
 
     def _scan(self, dl_manager) -> list[ImageRecord]:
         gt_path, images, meta_path, rel_root = self._locate(dl_manager)
+        self._set_layout(
+            f"{gt_path.name} + {posix_relpath(images, rel_root)}/<image>.jpg"
+            + (f" + {meta_path.name} (lesion_id groups)" if meta_path is not None else " (no metadata: image groups)")
+        )
         gt = read_csv(gt_path, ["image", *ISIC2019_CLASSES])
         lesion_of: dict[str, str] = {}
         self._lesion_groups = False
@@ -124,6 +132,7 @@ class ISIC2019(MedicalImageBuilder):
                     relpath=posix_relpath(path, rel_root),
                     label=int(row.argmax()),
                     group=lesion_of.get(image, image),
+                    has_patient_id=image in lesion_of,
                 )
             )
         self.scan_notes.update(group_id="lesion_id" if self._lesion_groups else "image", dropped_unk_rows=dropped_unk)

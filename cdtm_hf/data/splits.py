@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def minimum_class_size(ratios: Sequence[float], limit: int = 100_000) -> int:
 
 def assignment_from_indices(n: int, indices: SplitIndices, names: Sequence[str] = SPLIT_NAMES) -> list[str]:
     """Turn :class:`SplitIndices` into a per-item list of split names."""
-    out: list[Optional[str]] = [None] * n
+    out: list[str | None] = [None] * n
     for name, idx in zip(names, indices):
         for i in idx:
             out[int(i)] = name
@@ -122,7 +122,7 @@ def assignment_from_indices(n: int, indices: SplitIndices, names: Sequence[str] 
     return out  # type: ignore[return-value]
 
 
-def _class_name(value: Any, class_names: Optional[Sequence[str]]) -> str:
+def _class_name(value: Any, class_names: Sequence[str] | None) -> str:
     if class_names is not None:
         try:
             return str(class_names[int(value)])
@@ -139,7 +139,7 @@ def stratified_split(
     labels: Sequence[Any],
     ratios: Sequence[float] = (3, 1, 1),
     seed: int = 42,
-    class_names: Optional[Sequence[str]] = None,
+    class_names: Sequence[str] | None = None,
 ) -> SplitIndices:
     """Random stratified train/validation/test split (the paper's protocol).
 
@@ -170,10 +170,13 @@ def stratified_split(
     for cls in np.unique(y):
         idx = np.flatnonzero(y == cls)
         counts = apportion(len(idx), r)
-        if any(c < 1 for c, x in zip(counts, r) if x > 0):
+        empty = [SPLIT_NAMES[k] for k, (c, x) in enumerate(zip(counts, r)) if x > 0 and c < 1]
+        if empty:
+            name = _class_name(cls, class_names)
             raise InsufficientSamplesError(
-                f"class {_class_name(cls, class_names)!r} has {len(idx)} images, but a "
-                f"{_split_desc(r)} split needs at least {minimum} per class"
+                f"class {name!r} has {len(idx)} images, too few for the {' and '.join(empty)} split: a "
+                f"{_split_desc(r)} (train:validation:test) split needs at least {minimum} per class; add images "
+                f"of {name!r}, drop the class, or change the split ratios"
             )
         perm = rng.permutation(idx)
         start = 0
@@ -200,8 +203,8 @@ def patient_grouped_split(
     groups: Sequence[Any],
     ratios: Sequence[float] = (3, 1, 1),
     seed: int = 42,
-    class_names: Optional[Sequence[str]] = None,
-    n_restarts: Optional[int] = None,
+    class_names: Sequence[str] | None = None,
+    n_restarts: int | None = None,
 ) -> SplitIndices:
     """Grouped (e.g. patient-level) stratified split: no group appears in two splits.
 
@@ -249,10 +252,13 @@ def patient_grouped_split(
     groups_with_class = (gvec[:, :n_classes] > 0).sum(axis=0)
     for c in range(n_classes):
         if totals[c] > 0 and groups_with_class[c] < n_active:
+            name = _class_name(classes[c], class_names)
+            empty = [SPLIT_NAMES[k] for k in np.flatnonzero(active)][int(groups_with_class[c]) :]
             raise InsufficientSamplesError(
-                f"class {_class_name(classes[c], class_names)!r} occurs in {int(groups_with_class[c])} "
-                f"group(s) (patients) with {int(totals[c])} images, but a grouped "
-                f"{_split_desc(r)} split needs at least {n_active} groups per class"
+                f"class {name!r} occurs in {int(groups_with_class[c])} group(s) (patients) with {int(totals[c])} "
+                f"images, too few for the {' and '.join(empty)} split: a grouped {_split_desc(r)} split needs at "
+                f"least {n_active} groups per class; add patients of {name!r}, drop the class, or use the "
+                "image-level 'paper' split"
             )
 
     if n_restarts is None:

@@ -1,0 +1,576 @@
+"""Model cards: the card of a trained checkpoint, and the cards of the published recipes.
+
+Each card is a Jinja template shipped as package data (`cdtm_hf/templates/model_card.md`, `recipe_card.md`), rendered
+with `huggingface_hub.ModelCard.from_template`. This module builds what goes into them: the `ModelCardData` (one
+`EvalResult` per test metric) and the text context. Every fact comes from its one home:
+
+* the run: `config.json` and the run report `test_results.json` (metrics, `training.stages`, `selected_stage`, and
+  `split` with its grouping and the split manifest);
+* the data set: its builder class (`cdtm_hf.data.get_builder_class`: DISPLAY_NAME, DESCRIPTION, HOMEPAGE, MODALITY,
+  TAGS, HAS_PATIENT_IDS, DEFAULT_RATIOS);
+* the backbone: `cdtm_hf.presets`, and the Hub id of its pretrained weights from timm's or open_clip's pretrained cfg;
+* the paper: `cdtm_hf/paper_results.json` through `cdtm_hf.paper`.
+
+Every table goes through `cdtm_hf.reporting.markdown_table`; the wording lives in the templates. The module is a
+little over 500 lines because it is one subject, the two kinds of card, which share the split, metric and paper facts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .checkpoint import CARD_NAME, CONFIG_NAME, CONFUSION_MATRIX_NAME, RESULTS_NAME, CheckpointError, read_json
+from .configuration_cdtm import CDTM_VARIANTS
+from .paper import paper_row
+from .presets import BACKBONE_PRESETS, BackbonePreset
+from .reporting import format_number, format_pct, markdown_table
+
+__all__ = [
+    "METRICS", "MODE_DESCRIPTIONS", "PAPER_CITATION", "PUBLISHED_RECIPES", "Recipe", "backbone_hub_id", "eval_results",
+    "generate_model_card", "load_report", "paper_reference_for", "recipe_command", "render_recipe_card",
+    "split_facts", "write_model_card", "write_recipe_cards",
+]
+
+PAPER_CITATION = """@article{li2024cdtm,
+  author  = {Li, Qiankun and Huang, Xiaolong and Fang, Bo and Chen, Huabao and Ding, Siyuan and Liu, Xu},
+  title   = {Embracing Large Natural Data: Enhancing Medical Image Analysis via Cross-domain Fine-tuning},
+  journal = {IEEE Journal of Biomedical and Health Informatics},
+  year    = {2024},
+  doi     = {10.1109/JBHI.2023.3343518}
+}"""
+
+# key in the report's "metrics" -> (Hub metric type, display name, Hub metric config)
+METRICS: dict[str, tuple[str, str, str | None]] = {
+    "accuracy": ("accuracy", "Accuracy", None),
+    "precision": ("precision", "Precision (macro)", "macro"),
+    "recall": ("recall", "Recall (macro)", "macro"),
+    "f1": ("f1", "Macro-F1", "macro"),
+    "f1_eq12": ("f1", "F1 (Eq. 12)", "harmonic_mean_of_macro_precision_and_recall"),
+    "auroc": ("roc_auc", "AUROC (macro)", "macro"),
+}
+
+# What each fine-tuning mode trains (the modes themselves are cdtm_hf.trainer.FINETUNE_MODES).
+MODE_DESCRIPTIONS: dict[str, str] = {
+    "sft": (
+        "Staged fine-tuning (SFT): stage 1 freezes the backbone and trains the CDTM and the head; stage 2 "
+        "unfreezes everything and fine-tunes the whole model at a lower learning rate."
+    ),
+    "lp": "Linear probing (LP): the backbone is frozen; only the CDTM and the head are trained.",
+    "fft": "Full fine-tuning (FFT): all parameters are trained from the start.",
+    "scratch": "Training from scratch: the backbone is randomly initialised and all parameters are trained.",
+}
+
+TEMPLATES = "templates"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small helpers
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    """A value in a table: floats without binary noise (1e-06, not 1.0000000000000002e-06), lists joined."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return "–" if value is None else str(value)
+
+
+def _builder(dataset: str | None) -> type | None:
+    """The dataset's builder class (the home of its facts), or None for an imagefolder or an unknown name."""
+    if not dataset:
+        return None
+    from .data import get_builder_class
+
+    try:
+        return get_builder_class(dataset)
+    except ValueError:
+        return None
+
+
+def _dataset_link(builder: type) -> str:
+    """The data set's display name, linked to its homepage where the builder gives a URL."""
+    home = builder.HOMEPAGE or ""
+    if re.fullmatch(r"https?://\S+", home):
+        return f"[{builder.DISPLAY_NAME}]({home})"
+    return f"{builder.DISPLAY_NAME} ({home})" if home else builder.DISPLAY_NAME
+
+
+def _render(template: str, card_data: ModelCardData, **context: Any) -> ModelCard:
+    """Render `cdtm_hf/templates/<template>` (package data) and fold runs of blank lines."""
+    with resources.as_file(resources.files("cdtm_hf").joinpath(TEMPLATES, template)) as path:
+        card = ModelCard.from_template(card_data, template_path=str(path), **context)
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)).rstrip("\n") + "\n")
+
+
+def backbone_hub_id(library: str, model_name: str | None, pretrained_tag: str | None = None) -> str | None:
+    """The Hub repository of a backbone's pretrained weights, from the library's own pretrained config.
+
+    Args:
+        library (`str`): `"timm"` or `"open_clip"`.
+        model_name (`str`): the timm model name (with or without its `.tag`) or the open_clip architecture.
+        pretrained_tag (`str`, *optional*): the open_clip pretrained tag.
+
+    Returns:
+        `str | None`: e.g. `"timm/vit_base_patch16_clip_224.laion2b"`; None where the library names no Hub repository.
+    """
+    if not model_name:
+        return None
+    if library == "open_clip":
+        import open_clip
+
+        hub_id = (open_clip.get_pretrained_cfg(model_name, pretrained_tag or "") or {}).get("hf_hub") or ""
+        return hub_id.strip("/") or None
+    if library == "timm":
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(model_name)
+        return getattr(cfg, "hf_hub_id", None) or None
+    return None
+
+
+def _preset_of(config: Mapping[str, Any], report: Mapping[str, Any]) -> tuple[str | None, BackbonePreset | None]:
+    """The preset a checkpoint was built from; config.json is the authority on what the checkpoint holds."""
+    for name in (config.get("backbone_preset"), report.get("backbone_preset")):
+        preset = BACKBONE_PRESETS.get(name or "")
+        if preset and preset.model_name == config.get("backbone"):
+            return name, preset
+    for name, preset in BACKBONE_PRESETS.items():
+        if (preset.library, preset.model_name) == (config.get("backbone_library", "timm"), config.get("backbone")) and (
+            preset.pretrained_tag in (None, config.get("backbone_pretrained_tag"))
+        ):
+            return name, preset
+    return None, None
+
+
+def load_report(checkpoint_dir: Path, report: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """The run report: the given dict, or the JSON file it names, or `test_results.json` of the folder ({} if none)."""
+    if report is None:
+        path = checkpoint_dir / RESULTS_NAME
+        return read_json(path) if path.is_file() else {}
+    if isinstance(report, (str, Path)):
+        return read_json(Path(report))
+    return dict(report)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The split: what it really was (report["split"], the builder's facts)
+def split_facts(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run's split really was, for the templates (which hold the wording).
+
+    `kind` is `"random"` (the paper's split, or a random one), `"patient"` (strategy and recorded grouping both
+    "patient": the only kind described as keeping each patient in one split), `"image"` (one group per image, as a
+    builder falls back to without patient ids), `"folders"`, `"official"`, or `"other"`.
+    """
+    split = dict(report.get("split") or {})
+    manifest = split.get("manifest") or {}
+    strategy = split.get("strategy") or report.get("split_strategy")
+    grouping = split.get("grouping") or manifest.get("grouping")
+    builder = _builder(report.get("dataset"))
+    if strategy == "paper" or grouping == "random":
+        kind = "random"
+    elif strategy == "patient" and grouping == "patient":
+        kind = "patient"
+    elif grouping in ("image", "folders") or strategy == "official":
+        kind = grouping if grouping in ("image", "folders") else "official"
+    else:
+        kind = "other"
+    ratios = manifest.get("ratios") or (builder.DEFAULT_RATIOS if builder else None)
+    return {
+        "kind": kind, "strategy": strategy, "grouping": grouping, "how": split.get("description") or "",
+        "ratios": ":".join(_fmt(float(r)) for r in ratios) if ratios else "",
+        "has_patient_ids": builder is None or builder.HAS_PATIENT_IDS,
+        "dataset_name": builder.DISPLAY_NAME if builder else (report.get("dataset") or "the data set"),
+    }
+
+
+def _counts_table(manifest: Mapping[str, Any]) -> str:
+    """Images per split and class, from the split manifest's `counts`."""
+    counts = manifest.get("counts") or {}
+    splits = [s for s in ("train", "validation", "test") if s in counts]
+    if not splits:
+        return ""
+    classes = list(dict.fromkeys(c for s in splits for c in counts[s]))
+    rows = [[c, *(counts[s].get(c, 0) for s in splits)] for c in classes]
+    rows.append(["**total**", *(sum(counts[s].values()) for s in splits)])
+    return markdown_table(["Class", *splits], rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results, the paper's numbers, training
+def results_context(report: Mapping[str, Any]) -> dict[str, str]:
+    """The tables of this checkpoint's test results: `results_table`, `per_class_table`, `confusion_table`."""
+    metrics = report.get("metrics") or {}
+    keys = [k for k in METRICS if k in metrics]
+    out = {"results_table": "", "per_class_table": "", "confusion_table": ""}
+    if keys:
+        out["results_table"] = markdown_table(
+            [METRICS[k][1] for k in keys], [[format_pct(metrics[k], suffix=" %") for k in keys]]
+        )
+    per_class = report.get("per_class") or {}
+    if per_class:
+        out["per_class_table"] = markdown_table(
+            ["Class", "Precision", "Recall", "F1", "Support"],
+            [[label, *(format_pct(row.get(k)) for k in ("precision", "recall", "f1")), row.get("support")]
+             for label, row in per_class.items()],
+        )
+    matrix = report.get("confusion_matrix")
+    labels = list(report.get("labels") or [])
+    if matrix and len(labels) == len(matrix):
+        out["confusion_table"] = markdown_table(
+            ["true \\ predicted", *labels], [[f"**{label}**", *row] for label, row in zip(labels, matrix)]
+        )
+    return out
+
+
+def _paper_table(report: Mapping[str, Any], reference: Mapping[str, Any] | None, model: str) -> str:
+    """This checkpoint's precision, recall, accuracy and F1 (Eq. 12) beside the paper's, both rows labelled."""
+    if not reference:
+        return ""
+    ours = report.get("metrics") or {}
+    columns = ("precision", "recall", "accuracy", "f1")  # the paper's "f1" is its Eq. 12
+    rows = [[f"Li et al. 2024, {reference.get('table', 'paper')} (the paper's numbers)", reference.get("model", "CDTM"),
+             *(format_number(reference.get(k), suffix=" %") for k in columns)]]
+    if ours:
+        rows.append(["This checkpoint (ours)", model,
+                     *(format_pct(ours.get("f1_eq12" if k == "f1" else k), suffix=" %") for k in columns)])
+    headers = ["Source", "Model", "Precision", "Recall", "Accuracy", "F1 (Eq. 12)"]
+    return markdown_table(headers, rows)
+
+
+def _stages_table(stages: list[Mapping[str, Any]], selected: int | None, metric: str) -> str:
+    headers = ["Stage", "Backbone", "Epochs", "Learning rate", "Warmup steps", "Backbone LR x", "BatchNorm statistics",
+               f"Best validation `{metric}`", "Kept"]
+    rows = [
+        [stage.get("stage"), stage.get("backbone"), _fmt(stage.get("epochs")), _fmt(stage.get("learning_rate")),
+         stage.get("warmup_steps"), _fmt(stage.get("backbone_lr_multiplier")),
+         "fixed (backbone frozen)" if stage.get("backbone") == "frozen"
+         else "fixed (eval mode)" if stage.get("backbone_norm_eval") else "updated",
+         format_number(stage.get("best_metric"), digits=4), "yes" if stage.get("stage") == selected else ""]
+        for stage in stages
+    ]
+    return markdown_table(headers, rows)
+
+
+def training_context(report: Mapping[str, Any]) -> dict[str, str]:
+    """The training section: mode, each stage's real hyperparameters, which stage was kept, shared settings."""
+    training = dict(report.get("training") or {})
+    mode = report.get("finetune_mode") or training.get("finetune_mode")
+    stages = list(training.pop("stages", None) or [])
+    selected = training.pop("selected_stage", None)
+    metric = training.get("metric_for_best_model") or "f1"
+    out: dict[str, Any] = {
+        "finetune_description": MODE_DESCRIPTIONS.get(
+            mode or "", f"Fine-tuning mode: `{mode}`." if mode else "Fine-tuning mode not recorded."),
+        "stages_table": _stages_table(stages, selected, metric) if stages else "",
+        "stages": stages, "selected": next((s for s in stages if s.get("stage") == selected), None), "metric": metric,
+    }
+    training.pop("finetune_mode", None)
+    rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
+    if "seed" in report:
+        rows.append(["`seed`", report["seed"]])
+    out["hyperparameters_table"] = markdown_table(["Hyperparameter", "Value"], rows) if rows else ""
+    return out
+
+
+def _efficiency_table(report: Mapping[str, Any]) -> str:
+    eff = report.get("efficiency") or {}
+    row = [
+        format_number(eff.get("params_m")),
+        f"{int(eff['added_params']):,}" if _is_number(eff.get("added_params")) else None,
+        format_number(eff["gmacs"]) if _is_number(eff.get("gmacs")) else "not recorded",
+        format_number(eff.get("lp_trainable_pct"), digits=1, suffix=" %"),
+    ]
+    return markdown_table(["Params (M)", "Added by CDTM", "GMACs (1 image)", "Trainable in stage 1 / LP"], [row])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The card of a trained checkpoint
+@dataclass(frozen=True)
+class _Backbone:
+    """What the card says about the backbone, read from config.json (and the presets); the template words it."""
+
+    library: str
+    name: str
+    preset_name: str | None
+    family: str
+    pretraining: str
+    from_pretrained: bool
+    hub_id: str | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], report: Mapping[str, Any]) -> _Backbone:
+        library = config.get("backbone_library") or "timm"
+        name = config.get("backbone") or report.get("backbone") or "unknown"
+        preset_name, preset = _preset_of(config, report)
+        pretrained_file = config.get("backbone_pretrained_file")
+        from_pretrained = bool(config.get("backbone_pretrained") or pretrained_file) and (
+            report.get("finetune_mode") != "scratch"
+        )
+        if not from_pretrained:
+            pretraining = "none, the backbone was not initialised from pretrained weights"
+        elif preset:
+            pretraining = preset.pretraining
+        else:
+            pretraining = "not recorded, the backbone is not one of the cdtm_hf presets"
+        # weights from a local file are not the library's Hub weights: no base_model claim for them
+        hub_id = None
+        if from_pretrained and not pretrained_file:
+            hub_id = backbone_hub_id(library, name, config.get("backbone_pretrained_tag"))
+        family = preset.family if preset else name
+        return cls(library, name, preset_name, family, pretraining, from_pretrained, hub_id)
+
+def eval_results(report: Mapping[str, Any]) -> list[EvalResult] | None:
+    """One `EvalResult` per finite test metric of the report, as fractions; None without a dataset or metrics."""
+    dataset, metrics = report.get("dataset"), report.get("metrics") or {}
+    if not dataset or not metrics:
+        return None
+    builder = _builder(dataset)
+    config = report.get("dataset_config")
+    strategy = (report.get("split") or {}).get("strategy") or report.get("split_strategy")
+    name = (builder.DISPLAY_NAME if builder else dataset) + (f" ({config})" if config else "")
+    return [
+        EvalResult(
+            task_type="image-classification", task_name="Image Classification", dataset_type=dataset,
+            dataset_name=name, dataset_config=config, dataset_split="test",
+            dataset_args={"split_strategy": strategy, "seed": report.get("seed")},
+            metric_type=METRICS[key][0], metric_name=METRICS[key][1], metric_config=METRICS[key][2],
+            metric_value=metrics[key],
+        )
+        for key in METRICS
+        if _is_number(metrics.get(key))
+    ] or None
+
+
+def _card_data(report: Mapping[str, Any], backbone: _Backbone, model_name: str, license: str) -> ModelCardData:
+    dataset = report.get("dataset")
+    builder = _builder(dataset)
+    tags = ["cdtm", "image-classification", *(builder.TAGS if builder else ()), "medical-imaging", backbone.library]
+    if backbone.library == "open_clip" or "clip" in backbone.name.lower():
+        tags.append("clip")
+    results = eval_results(report)
+    return ModelCardData(
+        library_name="transformers", pipeline_tag="image-classification", license=license, tags=tags,
+        datasets=[dataset] if dataset else None, base_model=backbone.hub_id,
+        metrics=list(dict.fromkeys(r.metric_type for r in results or [])) or None,
+        model_name=model_name if results else None, eval_results=results,
+    )
+
+
+def _details_table(config: Mapping[str, Any], backbone: _Backbone, labels: list[str], use_cdtm: bool) -> str:
+    variant = next(
+        (name for name, switches in CDTM_VARIANTS.items() if all(config.get(k) == v for k, v in switches.items())),
+        "custom",
+    )
+    cdtm = (f"yes: {config.get('num_centers')} centres, {config.get('num_cdtm_blocks', 1)} block(s), `{variant}` "
+            "variant") if use_cdtm else "no (baseline)"
+    preset = f" (preset `{backbone.preset_name}`)" if backbone.preset_name else ""
+    rows = [
+        ("Backbone", f"{backbone.family}: {backbone.library} `{backbone.name}`{preset}"),
+        ("Backbone pretraining data", backbone.pretraining),
+        ("CDTM", cdtm),
+        ("Head", config.get("head_type", "linear")),
+        ("Input", f"{config.get('image_size')} x {config.get('image_size')} RGB"),
+        ("Tokens p x width d", f"{config.get('num_tokens')} x {config.get('hidden_size')}"),
+        ("Labels", ", ".join(f"`{x}`" for x in labels)),
+        ("Problem type", config.get("problem_type") or "single_label_classification"),
+    ]
+    return markdown_table(["", ""], rows)
+
+
+def generate_model_card(
+    checkpoint_dir: str | Path,
+    report: Mapping[str, Any] | str | Path | None = None,
+    repo_id: str | None = None,
+    paper_reference: Mapping[str, Any] | None = None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """Build the model card of a trained checkpoint from `config.json` and the run report.
+
+    Args:
+        checkpoint_dir (`str` or `Path`): folder with `config.json` (and usually `test_results.json`,
+            `confusion_matrix.png`).
+        report (`Mapping`, `str` or `Path`, *optional*): the run report (`test_results.json` content, or its path);
+            read from `checkpoint_dir` when omitted.
+        repo_id (`str`, *optional*): the Hub repository the card is for (loading example, model-index name).
+        paper_reference (`Mapping`, *optional*): the paper's numbers for the same setting, in percent (see
+            `paper_reference_for`); shown beside this checkpoint's, labelled, and never in the model-index.
+        license (`str`, *optional*, defaults to `"apache-2.0"`): the card's license identifier.
+
+    Returns:
+        `ModelCard`: metadata with a model-index of this checkpoint's test metrics as fractions, exactly as in the
+        report; the body shows them as percentages.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{checkpoint_dir} has no {CONFIG_NAME}: cannot describe the model; pass a folder that "
+                              "model.save_pretrained wrote")
+    config = read_json(checkpoint_dir / CONFIG_NAME)
+    report = load_report(checkpoint_dir, report)
+    backbone = _Backbone.from_config(config, report)
+    id2label = config.get("id2label") or {}
+    labels = list(report.get("labels") or [id2label[k] for k in sorted(id2label, key=int)])
+    use_cdtm = report.get("use_cdtm", config.get("use_cdtm", True))
+    model_name = (repo_id or checkpoint_dir.resolve().name).split("/")[-1]
+    builder = _builder(report.get("dataset"))
+    manifest = (report.get("split") or {}).get("manifest") or {}
+    return _render(
+        "model_card.md", _card_data(report, backbone, model_name, license), title=model_name, config=config,
+        backbone=backbone, use_cdtm=use_cdtm, mode=report.get("finetune_mode"), dataset=report.get("dataset"),
+        dataset_config=report.get("dataset_config"), builder=builder,
+        dataset_link=_dataset_link(builder) if builder else f"`{report.get('dataset')}`", split=split_facts(report),
+        counts_table=_counts_table(manifest), num_skipped=manifest.get("num_skipped", len(manifest.get("skipped") or [])),
+        num_labels=len(labels), num_test_examples=report.get("num_test_examples", "?"),
+        confusion_image=(checkpoint_dir / CONFUSION_MATRIX_NAME).is_file(),
+        details_table=_details_table(config, backbone, labels, use_cdtm),
+        repo=repo_id or str(checkpoint_dir), top_k=min(3, max(1, len(labels))),
+        label_list=", ".join(f"`{x}`" for x in labels) or "of its training set",
+        input_kind=builder.MODALITY if builder and builder.MODALITY else "like its training images",
+        paper_table=_paper_table(report, paper_reference, model_name), efficiency_table=_efficiency_table(report),
+        gmacs_recorded=_is_number((report.get("efficiency") or {}).get("gmacs")),
+        citation=PAPER_CITATION,
+        **results_context(report), **training_context(report),
+    )
+
+
+def write_model_card(
+    output_dir: str | Path,
+    report: Mapping[str, Any] | str | Path | None = None,
+    repo_id: str | None = None,
+    paper_reference: Mapping[str, Any] | None = None,
+    license: str = "apache-2.0",
+) -> Path:
+    """Write the model card (`generate_model_card`) as `README.md` into `output_dir`; return its path.
+
+    Args:
+        output_dir (`str` or `Path`): the checkpoint folder.
+        report (`Mapping`, `str` or `Path`, *optional*): the run report; `output_dir/test_results.json` when omitted.
+        repo_id (`str`, *optional*): the Hub repository the card is for.
+        paper_reference (`Mapping`, *optional*): the paper's numbers for the same setting (`paper_reference_for`).
+        license (`str`, *optional*, defaults to `"apache-2.0"`): the card's license identifier.
+    """
+    path = Path(output_dir) / CARD_NAME
+    generate_model_card(output_dir, report, repo_id=repo_id, paper_reference=paper_reference, license=license).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The published recipes (model_cards/<name>/README.md) and the paper's numbers for a run
+@dataclass(frozen=True)
+class Recipe:
+    """One published recipe: the run that produces a checkpoint, and the row of the paper that reports it."""
+
+    name: str  # the repository name, e.g. "vitb-laion2b-cdtm-breakhis"
+    backbone: str  # a key of BACKBONE_PRESETS
+    dataset: str  # a builder name (cdtm_hf.data.get_builder_class)
+    dataset_config: str
+    data_dir: str  # the placeholder path shown in the command
+    paper_table: str  # "Table IV" or "Table V"
+    paper_model: str  # the row name in the paper's table
+    split_strategy: str = "paper"
+    finetune_mode: str = "sft"
+    namespace: str = "org"
+
+    @property
+    def paper_metrics(self) -> dict[str, float]:
+        """The paper's precision, recall, accuracy and F1 (Eq. 12) in percent, from `paper_results.json`."""
+        table = {"Table IV": "table4", "Table V": "table5"}[self.paper_table]
+        row = paper_row(table, self.backbone, "sft_cdtm" if self.finetune_mode == "sft" else self.finetune_mode)
+        if row is None:
+            raise KeyError(f"paper_results.json has no {self.paper_table} row for {self.backbone} {self.finetune_mode}")
+        return {k: row[k] for k in ("precision", "recall", "accuracy", "f1")}
+
+
+PUBLISHED_RECIPES: tuple[Recipe, ...] = (
+    Recipe("vitb-laion2b-cdtm-breakhis", "vitb16.laion2b", "breakhis", "malignant_200x", "/path/to/BreaKHis_v1.tar.gz",
+           "Table IV", "ViT-B-CDTM-SFT"),
+    Recipe("convnextb-laion2b-cdtm-breakhis", "convnextb.laion2b", "breakhis", "malignant_200x",
+           "/path/to/BreaKHis_v1.tar.gz", "Table IV", "ConvNeXt-B-CDTM-SFT"),
+    Recipe("convnextb-laion2b-cdtm-hcrf", "convnextb.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V",
+           "ConvNeXt-B-CDTM-SFT"),
+    Recipe("vitb-laion2b-cdtm-hcrf", "vitb16.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V", "ViT-B-CDTM-SFT"),
+)
+
+
+def paper_reference_for(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The paper's numbers (percent) for the setting of a run, or None where the paper reports none.
+
+    Args:
+        report (`Mapping`): the run report; matched on backbone preset, data set and configuration, CDTM and SFT
+            against `PUBLISHED_RECIPES`.
+
+    Returns:
+        `dict | None`: `precision`, `recall`, `accuracy`, `f1` (the paper's Eq. 12 F1), `table` and `model`.
+    """
+    if report.get("finetune_mode") != "sft" or report.get("use_cdtm") is False:
+        return None
+    for recipe in PUBLISHED_RECIPES:
+        if (report.get("backbone_preset"), report.get("dataset")) == (recipe.backbone, recipe.dataset) and (
+            report.get("dataset_config") in (None, recipe.dataset_config)
+        ):
+            return {**recipe.paper_metrics, "table": recipe.paper_table, "model": recipe.paper_model}
+    return None
+
+
+def recipe_command(recipe: Recipe) -> str:
+    """The one-line command that trains, evaluates and pushes the checkpoint of `recipe`."""
+    return " ".join([
+        "accelerate launch examples/run_sft.py", f"--backbone {recipe.backbone}", f"--dataset {recipe.dataset}",
+        f"--dataset_config {recipe.dataset_config}", f"--data_dir {recipe.data_dir}",
+        f"--split_strategy {recipe.split_strategy}", f"--finetune_mode {recipe.finetune_mode}",
+        f"--output_dir outputs/{recipe.name}", "--push_to_hub", f"--hub_model_id {recipe.namespace}/{recipe.name}",
+    ])
+
+
+def render_recipe_card(recipe: Recipe, license: str = "apache-2.0") -> ModelCard:
+    """The card of a published recipe: the command that reproduces it and the paper's numbers, labelled as such.
+
+    Args:
+        recipe (`Recipe`): one of `PUBLISHED_RECIPES`.
+        license (`str`, *optional*, defaults to `"apache-2.0"`): the card's license identifier.
+    """
+    preset = BACKBONE_PRESETS[recipe.backbone]
+    builder = _builder(recipe.dataset)
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-classification", license=license,
+        tags=["cdtm", "image-classification", *builder.TAGS, "medical-imaging", preset.library],
+        datasets=[recipe.dataset], base_model=backbone_hub_id(preset.library, preset.model_name, preset.pretrained_tag),
+    )
+    report = {"dataset": recipe.dataset, "split": {"strategy": recipe.split_strategy}}
+    paper = recipe.paper_metrics
+    numbers = markdown_table(
+        ["Source", "Model", "Precision", "Recall", "Accuracy", "F1 (Eq. 12)"],
+        [[f"Li et al. 2024, {recipe.paper_table} (the paper's numbers)", recipe.paper_model,
+          *(format_number(paper[k]) for k in ("precision", "recall", "accuracy", "f1"))]],
+    )
+    return _render(
+        "recipe_card.md", card_data, name=recipe.name, family=preset.family, pretraining=preset.pretraining,
+        model_name=preset.model_name, library=preset.library, backbone=recipe.backbone,
+        dataset_name=builder.DISPLAY_NAME, dataset_link=_dataset_link(builder), dataset_config=recipe.dataset_config,
+        dataset_description=builder.DESCRIPTION, domain=", ".join(builder.TAGS) or builder.MODALITY,
+        data_dir=recipe.data_dir, split=split_facts(report),
+        command_wrapped=recipe_command(recipe).replace(" --", " \\\n  --"), paper_table=recipe.paper_table,
+        paper_model=recipe.paper_model, paper_numbers_table=numbers,
+        efficiency=paper_row("table7", recipe.backbone, "sft_cdtm"), repo_id=f"{recipe.namespace}/{recipe.name}",
+        citation=PAPER_CITATION,
+    )
+
+
+def write_recipe_cards(out_dir: str | Path = "model_cards") -> list[Path]:
+    """Write `<out_dir>/<recipe.name>/README.md` for every recipe of `PUBLISHED_RECIPES`; return the paths."""
+    paths = []
+    for recipe in PUBLISHED_RECIPES:
+        path = Path(out_dir) / recipe.name / CARD_NAME
+        render_recipe_card(recipe).save(path)
+        paths.append(path)
+    return paths

@@ -26,8 +26,9 @@ TABLE_METRICS = ("precision", "recall", "accuracy", "f1_eq12")
 EXTRA_METRICS = ("f1", "auroc")
 METRIC_HEADERS = {"precision": "Pre", "recall": "Rec", "accuracy": "Acc", "f1_eq12": "F1 Eq. 12",
                   "f1": "Macro-F1", "auroc": "AUROC"}
-#: Our metric -> its key in cdtm_hf/paper_results.json (the paper's F1 is its Eq. 12).
+#: Our metric -> its key in cdtm_hf/paper_results.json (the paper's F1 is its Eq. 12), and that column's header.
 PAPER_KEYS = {"precision": "precision", "recall": "recall", "accuracy": "accuracy", "f1_eq12": "f1"}
+PAPER_HEADERS = {"precision": "Pre paper", "recall": "Rec paper", "accuracy": "Acc paper", "f1_eq12": "F1 paper"}
 RUN_METRICS = ("precision", "recall", "accuracy", "f1", "f1_eq12", "loss")
 #: How a run's `f1_eq12` was obtained: in its results, from its precision and recall, or its macro-F1 instead.
 F1_EQ12_SOURCES = ("reported", "precision_recall", "macro_f1")
@@ -140,7 +141,7 @@ def _header(grid: Grid, summary: pd.DataFrame) -> tuple[list[str], bool]:
     for m in TABLE_METRICS:
         header.append(f"{METRIC_HEADERS[m]} (%)")
         if grid.paper_table is not None:
-            header.append(f"{METRIC_HEADERS[m]} paper")
+            header.append(PAPER_HEADERS[m])
     header += [f"{METRIC_HEADERS[m]} (%)" for m in EXTRA_METRICS if f"{m}_mean" in summary.columns]
     return header, pretrain_col
 
@@ -193,7 +194,7 @@ def cell_line(grid: Grid, cell: Cell, trained: Sequence[int]) -> str:
     row = paper_row(grid.paper_table, cell.value("backbone"), cell.recipe)
     paper = ""
     if row:
-        paper = " | paper " + ", ".join(f"{METRIC_HEADERS[m]} {format_number(row[PAPER_KEYS[m]])}"
+        paper = " | " + ", ".join(f"{PAPER_HEADERS[m]} {format_number(row[PAPER_KEYS[m]])}"
                                         for m in TABLE_METRICS if PAPER_KEYS[m] in row)
     status = f"{len(reports)}/{len(grid.seeds)} seeds, {len(trained)} trained now"
     return f"{cell.cell_id}: {', '.join(parts)} ({status}){paper}"

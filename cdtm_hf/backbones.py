@@ -2,6 +2,9 @@
 
 ViT-like models give their token sequence (prefix tokens - CLS, registers, distillation - are split off);
 CNN feature maps (B, d, h, w) are flattened h*w -> p, as in Sec. II-A of the CDTM paper.
+
+The adapter is always built with random weights (`pretrained=False`), as transformers' `TimmWrapper` builds its timm
+model; pretrained weights come in through one explicit method, [`BackboneAdapter.load_pretrained`].
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import timm
 import torch
 from torch import nn
 
-from .presets import UNAVAILABLE_BACKBONES
+from .presets import check_backbone_available
 
 try:  # optional at import time so that remote code only needs open_clip for open_clip backbones
     import open_clip
@@ -28,16 +31,18 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class BackboneTokens:
-    """Backbone output: patch/spatial tokens (B, p, d) and prefix tokens (B, k, d), k possibly 0."""
+    """Backbone output: patch/spatial tokens (B, p, d) and prefix tokens (B, k, d), k possibly 0.
+
+    `grid` is the (h, w) of the tokens in the row-major order they come in, where the backbone reports one.
+    """
 
     tokens: torch.Tensor
     prefix_tokens: torch.Tensor
+    grid: tuple[int, int] | None = None
 
 
-def _check_available(name: str) -> None:
-    for key, why in UNAVAILABLE_BACKBONES.items():
-        if key in name.lower():
-            raise ValueError(why)
+class BackboneWeightsError(RuntimeError):
+    """The pretrained weights of a backbone could not be loaded (offline, unknown tag, bad file)."""
 
 
 def _accepts_kwarg(fn, name: str) -> bool:
@@ -45,88 +50,127 @@ def _accepts_kwarg(fn, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _create_timm(
-    name: str, pretrained: bool, pretrained_file: str | None, image_size: int, kwargs: dict[str, Any]
-) -> nn.Module:
+def _timm_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`timm.create_model` keyword arguments: no classifier, and `img_size` for ViT-like models that take it."""
     if not timm.is_model(name):
         raise ValueError(
             f"unknown timm backbone {name!r} (timm {timm.__version__}); list names with timm.list_models(), "
             "or pass a preset name from cdtm_hf.BACKBONE_PRESETS"
         )
-    kwargs = dict(kwargs)
-    if pretrained_file is not None:
-        kwargs["pretrained_cfg_overlay"] = dict(file=pretrained_file)
-    # ViT-like models take img_size (and resample position embeddings); CNNs take any size.
-    entry = timm.models.get_arch_name(name)
-    if "img_size" not in kwargs and _accepts_kwarg(timm.models.model_entrypoint(entry), "img_size"):
+    kwargs = {"num_classes": 0, **kwargs}
+    entry = timm.models.model_entrypoint(timm.models.get_arch_name(name))
+    if "img_size" not in kwargs and _accepts_kwarg(entry, "img_size"):
         kwargs["img_size"] = image_size
+    return kwargs
+
+
+def _create_timm(name: str, image_size: int, kwargs: dict[str, Any], **pretrained: Any) -> nn.Module:
+    kwargs = _timm_kwargs(name, image_size, kwargs)
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-    except TypeError as err:
-        if "img_size" not in str(err):
+        return timm.create_model(name, **pretrained, **kwargs)
+    except TypeError as err:  # an entrypoint that takes **kwargs but not img_size
+        if "img_size" not in str(err) or "img_size" not in kwargs:
             raise
         kwargs.pop("img_size")
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-    return model
+        return timm.create_model(name, **pretrained, **kwargs)
 
 
-def _create_open_clip_visual(
-    name: str, pretrained: bool, tag: str | None, pretrained_file: str | None, image_size: int
-) -> nn.Module:
+def _open_clip_visual(name: str, image_size: int, weights: str | None = None) -> nn.Module:
+    """The image tower of an open_clip model; random unless `weights` (a pretrained tag or a local file) is given."""
     if open_clip is None:
         raise ImportError("open_clip backbones need open_clip_torch: pip install open_clip_torch")
     if name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip backbone {name!r}; list names with open_clip.list_models()")
-    weights = pretrained_file or tag if pretrained else None
-    if pretrained and weights is None:
-        raise ValueError(f"open_clip backbone {name!r} needs backbone_pretrained_tag (see open_clip.list_pretrained())")
     if weights is None:
         # Build only the image tower: the text tower of a CLIP model is never used here.
         cfg = open_clip.get_model_config(name)
         vision_cfg = dict(cfg["vision_cfg"], image_size=image_size)
         return open_clip.model._build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=cfg.get("quick_gelu", False))
-    model = open_clip.create_model(name, pretrained=weights, force_image_size=image_size)
-    return model.visual
+    return open_clip.create_model(name, pretrained=weights, force_image_size=image_size).visual
+
+
+def _is_nhwc(model: nn.Module) -> bool:
+    return str(getattr(model, "output_fmt", "NCHW")).endswith("NHWC")
 
 
 class BackboneAdapter(nn.Module):
-    """Wraps a timm model or open_clip visual tower; `forward(pixel_values) -> BackboneTokens`."""
+    """Wraps a timm model or an open_clip visual tower; `forward(pixel_values) -> BackboneTokens`.
 
-    def __init__(
-        self,
-        library: str,
-        name: str,
-        image_size: int,
-        pretrained: bool = False,
-        pretrained_tag: str | None = None,
-        pretrained_file: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-    ):
+    Args:
+        library (`str`): `"timm"` or `"open_clip"`.
+        name (`str`): the model name in that library.
+        image_size (`int`): the square input size; the token count p follows from it.
+        model_kwargs (`dict`, *optional*): extra keyword arguments for `timm.create_model`.
+
+    The token layout is read once, from one forward pass on a blank image (free under `from_pretrained`, whose
+    parameters are still on the meta device): `num_tokens` p, `hidden_size` d, `num_prefix_tokens` k and `grid_size`
+    (h, w) of the tokens, or None where the backbone reports no grid.
+    """
+
+    def __init__(self, library: str, name: str, image_size: int, model_kwargs: dict[str, Any] | None = None):
         super().__init__()
-        _check_available(name)
-        self.library = library
-        self.image_size = image_size
+        check_backbone_available(name)
+        self.library, self.name, self.image_size = library, name, image_size
+        self.model_kwargs = dict(model_kwargs or {})
+        self._preprocess_cfg: dict[str, Any] | None = None
         if library == "timm":
-            self.model = _create_timm(name, pretrained, pretrained_file, image_size, model_kwargs or {})
+            self.model = _create_timm(name, image_size, self.model_kwargs, pretrained=False)
             self._kind = "timm"
         elif library == "open_clip":
-            visual = _create_open_clip_visual(name, pretrained, pretrained_tag, pretrained_file, image_size)
-            if hasattr(visual, "trunk"):  # open_clip TimmModel: the trunk is a timm model (ConvNeXt etc.)
-                self.model = visual.trunk
-                self._kind = "timm"
-                self._preprocess_cfg = getattr(visual, "preprocess_cfg", None)
-            else:
-                self.model = visual
-                self._kind = "open_clip_vit"
+            self._set_open_clip_visual(_open_clip_visual(name, image_size))
         else:
             raise ValueError(f"backbone_library {library!r} is not one of: timm, open_clip")
-        self.num_prefix_tokens = self._count_prefix_tokens()
+        self.num_prefix_tokens = 1 if self._kind == "open_clip_vit" else int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+        self.num_tokens, self.hidden_size, self.grid_size = self._probe_layout()
 
-    def _count_prefix_tokens(self) -> int:
-        if self._kind == "open_clip_vit":
-            return 1
-        return int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+    def _set_open_clip_visual(self, visual: nn.Module) -> None:
+        if hasattr(visual, "trunk"):  # open_clip TimmModel: the trunk is a timm model (ConvNeXt etc.)
+            self.model, self._kind = visual.trunk, "timm"
+            self._preprocess_cfg = getattr(visual, "preprocess_cfg", None)
+        else:
+            self.model, self._kind = visual, "open_clip_vit"
 
+    # ---- pretrained weights: the one explicit path --------------------------------------------------------------
+    def load_pretrained(self, tag: str | None = None, file: str | None = None) -> None:
+        """Load the backbone's pretrained weights into this adapter, in place.
+
+        timm: the model's own pretrained weights (its Hub copy, through timm's loader, with timm's checkpoint
+        filters such as position-embedding resampling), or `file` (safetensors, or a torch file read with
+        `weights_only=True`). open_clip: the pretrained `tag` (e.g. `"laion400m_e32"`) or `file`.
+
+        Raises:
+            `BackboneWeightsError`: the weights cannot be had (offline, unknown tag, unreadable file); the message
+                names the model and the remedies.
+        """
+        try:
+            if self.library == "timm":
+                overlay = {"pretrained_cfg_overlay": dict(file=str(file))} if file else {}
+                source = _create_timm(self.name, self.image_size, self.model_kwargs, pretrained=True, **overlay)
+            else:
+                weights = str(file) if file else tag
+                if weights is None:
+                    raise ValueError(
+                        f"open_clip backbone {self.name!r} needs backbone_pretrained_tag (one of: "
+                        f"{', '.join(open_clip.list_pretrained_tags_by_model(self.name)) or 'none'}) or a file"
+                    )
+                visual = _open_clip_visual(self.name, self.image_size, weights)
+                source = visual.trunk if hasattr(visual, "trunk") else visual
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            where = f"file {file!r}" if file else (f"tag {tag!r}" if tag else "the model's Hub weights")
+            raise BackboneWeightsError(
+                f"could not load the pretrained weights of {self.library} backbone {self.name!r} from {where}: "
+                f"{type(err).__name__}: {err}. Offline, download them once with network access, or pass a local "
+                "weights file (--backbone_pretrained_file / CDTMConfig(backbone_pretrained_file=...)), or start from "
+                "random weights (--no_backbone_pretrained / backbone_pretrained=False)."
+            ) from err
+        self.model.load_state_dict(source.state_dict())
+
+    def reinitialize(self) -> None:
+        """Replace the weights by the library's own random initialisation (the `scratch` fine-tuning mode)."""
+        fresh = BackboneAdapter(self.library, self.name, self.image_size, self.model_kwargs)
+        self.load_state_dict(fresh.state_dict())
+
+    # ---- layout -------------------------------------------------------------------------------------------------
     @property
     def has_class_token(self) -> bool:
         if self._kind == "open_clip_vit":
@@ -135,9 +179,7 @@ class BackboneAdapter(nn.Module):
 
     def data_config(self) -> dict[str, Any]:
         """The preprocessing (timm data-config format) at this adapter's image size."""
-        cfg = getattr(self, "_preprocess_cfg", None) or (
-            getattr(self.model, "preprocess_cfg", None) if self._kind == "open_clip_vit" else None
-        )
+        cfg = self._preprocess_cfg or (getattr(self.model, "preprocess_cfg", None) if self._kind == "open_clip_vit" else None)
         if cfg is not None or self._kind == "open_clip_vit":
             cfg = cfg or {}
             return {
@@ -152,6 +194,14 @@ class BackboneAdapter(nn.Module):
         data_config["input_size"] = (3, self.image_size, self.image_size)
         return {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in data_config.items()}
 
+    def _patch_grid(self) -> tuple[int, int] | None:
+        """A ViT's patch grid: timm `patch_embed.grid_size`, open_clip `grid_size`."""
+        for grid in (getattr(getattr(self.model, "patch_embed", None), "grid_size", None),
+                     getattr(self.model, "grid_size", None)):
+            if grid is not None:
+                return int(grid[0]), int(grid[1])
+        return None
+
     def forward(self, pixel_values: torch.Tensor) -> BackboneTokens:
         if self._kind == "open_clip_vit":
             visual = self.model
@@ -163,29 +213,24 @@ class BackboneAdapter(nn.Module):
                 output_fmt="NLC",
                 output_extra_tokens=True,
             )
-            return BackboneTokens(out["image_intermediates"][-1], out["image_intermediates_prefix"][-1])
+            return BackboneTokens(out["image_intermediates"][-1], out["image_intermediates_prefix"][-1], self._patch_grid())
         features = self.model.forward_features(pixel_values)
         if isinstance(features, (list, tuple)):
             features = features[-1]
-        if features.ndim == 4:
-            if getattr(self.model, "output_fmt", "NCHW") == "NHWC" or str(
-                getattr(self.model, "output_fmt", "")
-            ).endswith("NHWC"):
-                tokens = features.flatten(1, 2)
+        if features.ndim == 4:  # a feature map: h*w tokens, row-major
+            if _is_nhwc(self.model):
+                grid, tokens = (int(features.shape[1]), int(features.shape[2])), features.flatten(1, 2)
             else:
-                tokens = features.flatten(2).transpose(1, 2)
-            return BackboneTokens(tokens, tokens[:, :0])
+                grid, tokens = (int(features.shape[2]), int(features.shape[3])), features.flatten(2).transpose(1, 2)
+            return BackboneTokens(tokens, tokens[:, :0], grid)
         if features.ndim != 3:
             raise ValueError(f"backbone returned features of shape {tuple(features.shape)}; expected (B,N,d) or 4-D")
         k = self.num_prefix_tokens
-        return BackboneTokens(features[:, k:], features[:, :k])
+        return BackboneTokens(features[:, k:], features[:, :k], self._patch_grid())
 
     @torch.no_grad()
-    def token_shape(self) -> tuple[int, int]:
-        """(p, d) at this adapter's image size, from one forward pass on a single blank image.
-
-        Under ``from_pretrained`` the parameters are still on the meta device, so the pass costs nothing.
-        """
+    def _probe_layout(self) -> tuple[int, int, tuple[int, int] | None]:
+        """(p, d, grid) from one forward pass on a single blank image at this adapter's image size."""
         param = next(self.parameters())
         was_training = self.training
         self.eval()
@@ -194,7 +239,15 @@ class BackboneAdapter(nn.Module):
             out = self(probe)
         finally:
             self.train(was_training)
-        return int(out.tokens.shape[1]), int(out.tokens.shape[2])
+        p, d = int(out.tokens.shape[1]), int(out.tokens.shape[2])
+        grid = out.grid if out.grid is not None and out.grid[0] * out.grid[1] == p else None
+        if grid is None and grid_side(p) is not None:
+            grid = (grid_side(p), grid_side(p))
+        return p, d, grid
+
+    def token_shape(self) -> tuple[int, int]:
+        """(p, d): the number of patch/spatial tokens and their width."""
+        return self.num_tokens, self.hidden_size
 
 
 def grid_side(num_tokens: int) -> int | None:

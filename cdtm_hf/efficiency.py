@@ -9,7 +9,6 @@ FLOPs come from torch's own counter (`torch.utils.flop_counter.FlopCounterMode`)
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .configuration_cdtm import CDTMConfig
 from .modeling_cdtm import CDTMForImageClassification
 from .paper import paper_row
+from .reporting import format_number, markdown_table
 
 @dataclass
 class EfficiencyRow:
@@ -50,17 +50,13 @@ def count_flops(model: torch.nn.Module, image_size: int) -> int:
     return counter.get_total_flops()
 
 
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def efficiency_row(config: CDTMConfig, name: str | None = None) -> EfficiencyRow:
     """Build the model of `config` and its no-CDTM twin (random weights) and measure both."""
     model = CDTMForImageClassification(config)
     base_config = CDTMConfig(**{**config.to_dict(), "use_cdtm": False, "backbone_pretrained": False})
     base = CDTMForImageClassification(base_config)
-    total, base_total = _params(model), _params(base)
-    trainable_lp = total - _params(model.backbone)
+    total, base_total = model.num_parameters(), base.num_parameters()
+    trainable_lp = total - model.backbone_parameters()
     flops, base_flops = count_flops(model, config.image_size), count_flops(base, config.image_size)
     return EfficiencyRow(
         backbone=name or config.backbone,
@@ -75,28 +71,38 @@ def efficiency_row(config: CDTMConfig, name: str | None = None) -> EfficiencyRow
     )
 
 
+def efficiency_summary(model: CDTMForImageClassification) -> dict[str, float | int]:
+    """The efficiency of one built model, as a run records it: GMACs, params (M), CDTM's params, LP trainable %."""
+    total = model.num_parameters()
+    return {
+        "gmacs": round(count_flops(model, model.config.image_size) / 2e9, 3),
+        "params_m": round(total / 1e6, 3),
+        "added_params": model.added_parameters(),
+        "lp_trainable_pct": round(100 * (total - model.backbone_parameters()) / total, 2),
+    }
+
+
+TABLE_HEADERS = ("Backbone", "Params (M)", "+CDTM params", "GMACs", "+GMACs (CDTM)", "LP trainable", "SFT-2 trainable",
+                 "Paper params (M)", "Paper +GFLOPs", "Paper LP trainable")
+
+
 def format_table(rows: list[EfficiencyRow]) -> str:
     """A markdown table with our measurement and, where the paper reports one, Table VII beside it."""
-    lines = [
-        "| Backbone | Params (M) | +CDTM params | GMACs | +GMACs (CDTM) | LP trainable | SFT-2 trainable | Paper params (M) | Paper +GFLOPs | Paper LP trainable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for r in rows:
-        paper = paper_row("table7", r.backbone, "sft_cdtm")
-        ref = (
-            f"{paper['params_m']:.2f} | +{paper['gflops'] - paper['base_gflops']:.2f} | {paper['lp_trainable_pct']:.1f}%"
-            if paper
-            else "- | - | -"
-        )
-        lines.append(
-            f"| {r.backbone} | {r.params_m:.2f} | {r.added_params:,} | {r.gmacs:.2f} | +{r.gmacs - r.base_gmacs:.2f} "
-            f"| {r.lp_trainable_pct:.1f}% | {r.sft_stage2_trainable_pct:.0f}% | {ref} |"
-        )
-    return "\n".join(lines)
+        paper = paper_row("table7", r.backbone, "sft_cdtm") or {}
+        added_paper = paper["gflops"] - paper["base_gflops"] if paper else None
+        cells.append([
+            r.backbone, format_number(r.params_m), f"{r.added_params:,}", format_number(r.gmacs),
+            "+" + format_number(r.gmacs - r.base_gmacs), format_number(r.lp_trainable_pct, 1, suffix="%"),
+            format_number(r.sft_stage2_trainable_pct, 0, suffix="%"), format_number(paper.get("params_m")),
+            "+" + format_number(added_paper) if added_paper is not None else None,
+            format_number(paper.get("lp_trainable_pct"), 1, suffix="%"),
+        ])
+    return markdown_table(TABLE_HEADERS, cells)
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", nargs="+", default=["vitb16.laion2b", "convnextb.laion2b"],
                         help="preset names or timm model names")

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .backbones import grid_side
 
 
 @dataclass
@@ -98,49 +97,17 @@ def _require_cca(model) -> None:
         )
 
 
-def _feature_map_hw(features: torch.Tensor, inner: torch.nn.Module, width: int) -> tuple[int, int]:
-    """(h, w) of a 4-D feature map, NCHW or NHWC (as `BackboneAdapter` reads it)."""
-    if str(getattr(inner, "output_fmt", "NCHW")).endswith("NHWC") or (
-        features.shape[-1] == width and features.shape[1] != width
-    ):
-        return int(features.shape[1]), int(features.shape[2])
-    return int(features.shape[2]), int(features.shape[3])
-
-
-@torch.no_grad()
 def token_grid(model) -> tuple[int, int]:
     """(h, w) of the backbone's patch/spatial tokens, in the row-major order the tokens come in.
 
-    ViTs: the patch embedding's grid (timm ``patch_embed.grid_size``, open_clip ``grid_size``). CNNs and
-    hierarchical transformers (whose patch-embedding grid is not the output grid): the (h, w) of the last feature
-    map, from one pass on a blank image. Falls back to a square grid.
+    The backbone adapter reads it once (`BackboneAdapter.grid_size`: a ViT's patch grid, or the (h, w) of a CNN's or
+    a hierarchical transformer's last feature map).
     """
-    config = model.config
-    k = config.num_prefix_tokens or 0
-    p = config.num_tokens - (k if config.keep_prefix_tokens else 0)
-    inner = model.backbone.model
-    for grid in (getattr(getattr(inner, "patch_embed", None), "grid_size", None), getattr(inner, "grid_size", None)):
-        if grid is not None and int(grid[0]) * int(grid[1]) == p:
-            return int(grid[0]), int(grid[1])
-    if hasattr(inner, "forward_features"):
-        param = next(inner.parameters())
-        was_training = inner.training
-        inner.eval()
-        try:
-            probe = torch.zeros(1, 3, config.image_size, config.image_size, device=param.device, dtype=param.dtype)
-            features = inner.forward_features(probe)
-        finally:
-            inner.train(was_training)
-        if isinstance(features, (list, tuple)):
-            features = features[-1]
-        if features.ndim == 4:
-            h, w = _feature_map_hw(features, inner, config.hidden_size)
-            if h * w == p:
-                return h, w
-    side = grid_side(p)
-    if side is None:
+    grid = model.backbone.grid_size
+    if grid is None:
+        p = model.backbone.num_tokens
         raise ValueError(f"cannot place {p} tokens on a grid: the backbone reports no (h, w) and {p} is not a square")
-    return side, side
+    return grid
 
 
 @torch.no_grad()

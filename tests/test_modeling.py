@@ -104,12 +104,56 @@ def test_init_weights_never_overwrites_pretrained_backbone(tmp_path):
             p.add_(0.5)  # values no initialiser would produce
     weights = tmp_path / "backbone.safetensors"
     save_file(source.state_dict(), weights)
-    model = tiny_model(backbone_pretrained=True, backbone_pretrained_file=str(weights))
+    config_kwargs = dict(backbone="test_vit", image_size=64, num_labels=3, num_centers=6,
+                         backbone_pretrained=True, backbone_pretrained_file=str(weights))
+    # __init__ never loads weights (it builds the backbone as the library initialises it) ...
+    plain = CDTMForImageClassification(CDTMConfig(**config_kwargs))
+    assert not torch.equal(plain.backbone.model.state_dict()["blocks.0.attn.proj.bias"],
+                           load_file(weights)["blocks.0.attn.proj.bias"])
+    # ... and from_backbone loads them through the one explicit path, which no initialiser overwrites.
+    model = CDTMForImageClassification.from_backbone(CDTMConfig(**config_kwargs))
     expected = load_file(weights)
     got = model.backbone.model.state_dict()
     assert expected.keys() == got.keys()
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
+    assert model.config.backbone_pretrained and model.config.backbone_pretrained_file == str(weights)
+
+
+def test_backbone_keeps_its_library_initialisation():
+    """CDTM's initialiser touches only the modules it adds: the backbone is exactly what timm builds."""
+    import timm
+
+    torch.manual_seed(7)
+    reference = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=64)
+    torch.manual_seed(7)
+    model = CDTMForImageClassification(CDTMConfig(backbone="test_vit", image_size=64, num_labels=3, num_centers=6))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.backbone.model.state_dict()[key], value), key
+    attn = model.transfer.blocks[0].attn
+    assert abs(float(attn.centers.detach().std()) - 1.0) < 0.3 and abs(float(attn.bases.detach().std()) - 1.0) < 0.1  # N(0, 1)
+
+
+def test_offline_pretrained_backbone_error_names_the_model_and_the_remedy():
+    from cdtm_hf.backbones import BackboneWeightsError
+
+    config = CDTMConfig(backbone="vit_tiny_patch16_224.augreg_in21k", image_size=224, num_labels=2,
+                        backbone_pretrained=True)
+    with pytest.raises(BackboneWeightsError) as err:
+        CDTMForImageClassification.from_backbone(config)
+    message = str(err.value)
+    assert "vit_tiny_patch16_224.augreg_in21k" in message
+    assert "--backbone_pretrained_file" in message and "--no_backbone_pretrained" in message
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    from cdtm_hf.backbones import BackboneWeightsError
+
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(BackboneWeightsError, match="nope.safetensors"):
+        CDTMForImageClassification.from_backbone(
+            "test_vit", image_size=64, num_labels=2, backbone_pretrained_file=str(missing)
+        )
 
 
 def test_multi_label_loss_and_hidden_states():

@@ -13,8 +13,7 @@ def test_preset_is_a_real_id(name):
     preset = BACKBONE_PRESETS[name]
     if preset.library == "timm":
         assert timm.is_model(preset.model_name)
-        if preset.weights is None:  # weights from timm's hub
-            assert preset.model_name in timm.list_pretrained(preset.model_name)
+        assert preset.model_name in timm.list_pretrained(preset.model_name)  # weights on timm's hub
     else:
         assert preset.model_name in open_clip.list_models()
         assert preset.pretrained_tag in open_clip.list_pretrained_tags_by_model(preset.model_name)
@@ -29,5 +28,7 @@ def test_preset_is_a_real_id(name):
 def test_unusual_backbones_give_tokens(name, tokens, width, prefix):
     model = CDTMForImageClassification(CDTMConfig(backbone=name, num_labels=3, num_centers=4)).eval()
     assert (model.config.num_tokens, model.config.hidden_size, model.config.num_prefix_tokens) == (tokens, width, prefix)
+    h, w = model.backbone.grid_size  # the token grid, read once by the adapter
+    assert h * w == tokens
     with torch.no_grad():
         assert model(pixel_values=torch.randn(1, 3, 224, 224)).logits.shape == (1, 3)

@@ -73,6 +73,14 @@ def load_classification_metric(multilabel: bool = False) -> evaluate.EvaluationM
     )
 
 
+def eq12_f1(precision: float, recall: float) -> float:
+    """The paper's Eq. 12, `2 * P * R / (P + R)` of macro precision and recall (0 when both are 0), for a report
+    that stores P and R only. The formula lives in the metric module; this imports it from there."""
+    from .evaluate_metrics.cdtm_classification import eq12_f1 as formula
+
+    return formula(precision, recall)
+
+
 def _logits(predictions: Any) -> np.ndarray:
     if isinstance(predictions, (tuple, list)):
         predictions = predictions[0]
@@ -243,6 +251,7 @@ __all__ = [
     "TABLE_IV_COLUMNS",
     "classification_metrics",
     "compute_metrics",
+    "eq12_f1",
     "evaluation_report",
     "load_classification_metric",
     "multilabel_metrics",

@@ -15,7 +15,7 @@ from transformers import EvalPrediction
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, metrics
 from cdtm_hf.evaluate_metrics import CLASSIFICATION_METRIC_PATH
-from cdtm_hf.evaluate_metrics.cdtm_classification import eq12_f1
+from cdtm_hf.evaluate_metrics.cdtm_classification import eq12_f1 as module_eq12_f1
 from cdtm_hf.paper import load_paper_results
 from cdtm_hf.reporting import markdown_table
 
@@ -44,14 +44,16 @@ def no_network(monkeypatch):
 
 def test_eq12_reproduces_the_papers_table_iv_f1():
     # Table IV, ViT-B-CDTM-SFT: P 92.74, R 91.08 -> F1 91.91 (2PR / (P + R) of the printed, rounded P and R is 91.903)
-    assert eq12_f1(0.9274, 0.9108) == pytest.approx(2 * 0.9274 * 0.9108 / (0.9274 + 0.9108))
-    assert abs(100 * eq12_f1(0.9274, 0.9108) - 91.91) < 0.01
-    assert eq12_f1(0.0, 0.0) == 0.0
+    for eq12_f1 in (metrics.eq12_f1, module_eq12_f1):
+        assert eq12_f1(0.9274, 0.9108) == pytest.approx(2 * 0.9274 * 0.9108 / (0.9274 + 0.9108))
+        assert abs(100 * eq12_f1(0.9274, 0.9108) - 91.91) < 0.01
+        assert eq12_f1(0.0, 0.0) == 0.0
     # every CDTM row the paper prints (Tables IV-VI) has F1 = Eq. 12 of its P and R, up to the 2-decimal rounding
-    rows = [r for t in load_paper_results()["tables"].values() for r in t["rows"] if {"precision", "recall", "f1"} <= set(r)]
+    tables = load_paper_results()["tables"].values()
+    rows = [r for t in tables for r in t["rows"] if {"precision", "recall", "f1"} <= set(r)]
     assert len(rows) >= 4
     for row in rows:
-        assert abs(100 * eq12_f1(row["precision"] / 100, row["recall"] / 100) - row["f1"]) <= 0.01, row
+        assert abs(100 * metrics.eq12_f1(row["precision"] / 100, row["recall"] / 100) - row["f1"]) <= 0.01, row
 
 
 def test_eq12_f1_differs_from_sklearn_macro_f1_on_imbalanced_data():
@@ -69,7 +71,7 @@ def test_eq12_f1_differs_from_sklearn_macro_f1_on_imbalanced_data():
 def test_single_label_report_matches_sklearn_with_a_class_never_predicted():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 60)
-    preds = np.where((rng.random(60) < 0.6) & (labels < 3), labels, rng.integers(0, 3, 60))  # class 3 is never predicted
+    preds = np.where((rng.random(60) < 0.6) & (labels < 3), labels, rng.integers(0, 3, 60))  # 3 never predicted
     names = ["a", "b", "c", "d"]
     report = metrics.evaluation_report(one_hot_logits(preds, 4), labels, names, loss=0.25)
     p, r, f, s = precision_recall_fscore_support(labels, preds, labels=range(4), zero_division=0)
@@ -179,7 +181,7 @@ def test_write_results_table_iv_names_both_f1s_and_uses_the_one_renderer(tmp_pat
     assert paths["png"].is_file()
 
     multi = {"metrics": {"auroc": 0.8, "accuracy": 0.7, "precision": 0.6, "recall": 0.5, "f1": 0.52,
-                         "f1_eq12": eq12_f1(0.6, 0.5)}, "labels": ["a", "b"]}
+                         "f1_eq12": metrics.eq12_f1(0.6, 0.5)}, "labels": ["a", "b"]}
     paths = metrics.write_results(multi, tmp_path / "ml", "LP")
     header, _, row = paths["markdown"].read_text().splitlines()
     assert header == "| Method | AUROC (%) | Pre (%) | Rec (%) | F1 Eq. 12 (%) | Macro-F1 (%) |"

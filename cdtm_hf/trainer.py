@@ -7,33 +7,55 @@ Modes (Sec. II-B):
     sft      staged: stage 1 = lp, stage 2 = fft, in one `train()` call with a fresh optimizer and scheduler
              at the boundary. As in the official code, stage 2 starts from stage 1's best-on-validation
              checkpoint at a tenth of the learning rate, and each stage warms up for 5 epochs, then decays.
+             The model kept at the end is the best on validation across both stages (stage 1's best included).
+
+Each stage runs under its own copy of the user's arguments; `trainer.args` is the user's again after `train()`.
+What ran is recorded in `trainer.stage_records` (one dict per stage) and `trainer.selected_stage`.
+See `docs/staged_finetuning.md`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import copy
 import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers import Trainer, TrainerState, TrainingArguments, default_data_collator
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCALER_NAME, SCHEDULER_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from .backbones import BackboneAdapter
+from .feature_cache import CACHE_DTYPES, build_feature_cache, cache_fits
 from .modeling_cdtm import CDTMForImageClassification
 
 logger = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("scratch", "lp", "fft", "sft")
+NORM_EVAL_CHOICES = ("auto", True, False)
+# The keys of one `CDTMTrainer.stage_records` entry (the run report's `training.stages`).
+STAGE_RECORD_KEYS = (
+    "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
+    "best_metric", "best_checkpoint",
+)
+
+
+def _parse_norm_eval(value: Any) -> str | bool:
+    """`backbone_norm_eval` from Python or a command line / grid file: "auto", a bool, or "true"/"false"."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", "true", "false", "1", "0", "yes", "no"):
+        return "auto" if text == "auto" else text in ("true", "1", "yes")
+    raise ValueError(
+        f"backbone_norm_eval {value!r} is not one of: auto, True, False; use auto (fixed BatchNorm statistics after "
+        "a frozen stage), True (always while the backbone trains) or False (never)"
+    )
 
 
 @dataclass
@@ -53,18 +75,22 @@ class CDTMTrainingArguments(TrainingArguments):
     stage2_from_best: bool = field(
         default=True, metadata={"help": "start stage 2 from stage 1's best-on-validation weights"}
     )
-    backbone_norm_eval: bool = field(
-        default=False,
-        metadata={"help": "keep the backbone's BatchNorm running statistics (and batch-stat use) fixed while it "
-                  "trains; helps CNN backbones with BatchNorm on small sets at the SFT stage boundary"},
+    backbone_norm_eval: Literal["auto", True, False] = field(
+        default="auto",
+        metadata={"help": "keep the backbone's BatchNorm running statistics fixed while it trains. auto: only in a "
+                  "stage that follows a frozen stage (SFT stage 2), where CDTM and the head were trained on "
+                  "features computed with those statistics; True: whenever the backbone trains; False: never"},
     )
     augment: bool = field(default=False, metadata={"help": "random training augmentation (timm's train transform)"})
     feature_cache: bool = field(
         default=True,
         metadata={"help": "cache frozen-backbone tokens on disk and reuse them on later frozen epochs "
-                  "(used only without random augmentation)"},
+                  "(used only without random augmentation, and only where the free disk can hold it)"},
     )
     feature_cache_dir: str | None = field(default=None, metadata={"help": "default: <output_dir>/feature_cache"})
+    feature_cache_dtype: Literal["float16", "float32"] = field(
+        default="float16", metadata={"help": "storage dtype of the feature cache (float16: half the disk)"}
+    )
 
     # Defaults of the paper (Sec. III-E) and of a sensible run.
     learning_rate: float = 1e-4
@@ -105,6 +131,11 @@ class CDTMTrainingArguments(TrainingArguments):
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.backbone_lr_multiplier <= 0:
             raise ValueError(f"backbone_lr_multiplier must be > 0, got {self.backbone_lr_multiplier}")
+        self.backbone_norm_eval = _parse_norm_eval(self.backbone_norm_eval)
+        if self.feature_cache_dtype not in CACHE_DTYPES:
+            raise ValueError(
+                f"feature_cache_dtype {self.feature_cache_dtype!r} is not one of: {', '.join(CACHE_DTYPES)}"
+            )
         if self.finetune_mode == "sft" and self.stage2_from_best and not self.load_best_model_at_end:
             raise ValueError(
                 "stage2_from_best needs load_best_model_at_end=True (stage 1's best weights seed stage 2); "
@@ -123,7 +154,7 @@ class Stage:
 
 
 def stage_plan(args: CDTMTrainingArguments) -> list[Stage]:
-    """The stages of `args.finetune_mode`."""
+    """The stages of `args.finetune_mode`, with the epochs and peak learning rate each one is planned with."""
     if args.finetune_mode == "sft":
         lr2 = args.stage2_learning_rate if args.stage2_learning_rate is not None else args.learning_rate / 10
         return [
@@ -136,94 +167,67 @@ def stage_plan(args: CDTMTrainingArguments) -> list[Stage]:
 def reinitialize_backbone(model: CDTMForImageClassification) -> None:
     """Scratch mode: replace the backbone's weights by its library's own random initialisation."""
     cfg = model.config
-    fresh = BackboneAdapter(
-        cfg.backbone_library, cfg.backbone, cfg.image_size, pretrained=False, model_kwargs=cfg.backbone_kwargs
-    )
+    fresh = BackboneAdapter(cfg.backbone_library, cfg.backbone, cfg.image_size, model_kwargs=cfg.backbone_kwargs)
     model.backbone.load_state_dict(fresh.state_dict())
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Frozen-stage feature cache
-class CachedFeatures(Dataset):
-    """Backbone tokens of a dataset, on disk (a numpy memmap), served as `backbone_features` + `labels`."""
+def prune_optimizer_states(output_dir: str | os.PathLike) -> int:
+    """Delete the optimizer, scheduler and grad-scaler states of a finished run's checkpoints; return bytes freed.
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray):
-        self.features, self.labels = features, labels
+    Looks at `output_dir/checkpoint-*` and `output_dir/<stage>/checkpoint-*`. The weights, `trainer_state.json` and
+    RNG states stay, so each checkpoint can still be loaded and evaluated; resuming from one would start a fresh
+    optimizer. Call it only after a run has finished.
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"backbone_features": torch.from_numpy(np.array(self.features[i])), "labels": torch.as_tensor(self.labels[i])}
-
-
-def _weights_digest(module: torch.nn.Module) -> str:
-    """A cheap digest of a module's weights (a strided sample of every tensor), to tell weight sources apart."""
-    digest = hashlib.sha1()
-    for name, tensor in module.state_dict().items():
-        flat = tensor.detach().flatten()
-        sample = flat[:: max(1, flat.numel() // 64)].float().cpu().numpy()
-        digest.update(name.encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()
-
-
-def _dataset_key(dataset: Any, model: CDTMForImageClassification) -> str:
-    """Cache key: the dataset's fingerprint, the backbone and its actual weights, and the input size."""
-    fingerprint = getattr(dataset, "_fingerprint", None) or f"{type(dataset).__name__}-{len(dataset)}-{id(dataset)}"
-    cfg = model.config
-    raw = json.dumps([fingerprint, cfg.backbone, cfg.image_size, len(dataset), _weights_digest(model.backbone)])
-    return hashlib.sha1(raw.encode()).hexdigest()[:16]
-
-
-def build_feature_cache(
-    model: CDTMForImageClassification,
-    dataset: Any,
-    cache_dir: str | Path,
-    batch_size: int = 32,
-    collate_fn=default_data_collator,
-    num_workers: int = 0,
-    device: torch.device | None = None,
-    desc: str = "Caching frozen backbone features",
-) -> CachedFeatures:
-    """Run the frozen backbone once over `dataset` (eval mode, no grad) and store its tokens in a memmap.
-
-    A cache built earlier for the same dataset fingerprint and backbone is reused.
+    Args:
+        output_dir (`str` or `os.PathLike`): the run's root output folder.
     """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _dataset_key(dataset, model)
-    meta_path, feat_path, label_path = (cache_dir / f"{key}.{ext}" for ext in ("json", "features.npy", "labels.npy"))
-    cfg = model.config
-    shape = (len(dataset), cfg.num_prefix_tokens + _backbone_tokens(cfg), cfg.hidden_size)
-    if meta_path.exists() and feat_path.exists() and label_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if tuple(meta["shape"]) == shape and meta.get("complete"):
-            logger.info("Reusing feature cache %s", feat_path)
-            return CachedFeatures(np.load(feat_path, mmap_mode="r"), np.load(label_path))
-    features = np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.float32, shape=shape)
-    labels: list[Any] = []
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers)
-    offset = 0
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, unit="batch"):
-            feats = model.backbone_features(batch["pixel_values"].to(device)).float().cpu().numpy()
-            features[offset : offset + len(feats)] = feats
-            labels.extend(batch["labels"].cpu().numpy())
-            offset += len(feats)
-    model.train(was_training)
-    features.flush()
-    np.save(label_path, np.asarray(labels))
-    meta_path.write_text(json.dumps({"shape": shape, "complete": True, "backbone": cfg.backbone}))
-    return CachedFeatures(np.load(feat_path, mmap_mode="r"), np.load(label_path))
+    root = Path(output_dir)
+    freed = 0
+    for checkpoint in [*root.glob("checkpoint-*"), *root.glob("*/checkpoint-*")]:
+        for name in (OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCHEDULER_NAME, SCALER_NAME):
+            path = checkpoint / name
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+    if freed:
+        logger.info("Removed %.1f MB of optimizer states from the checkpoints under %s", freed / 2**20, root)
+    return freed
 
 
-def _backbone_tokens(cfg) -> int:
-    """Patch/spatial tokens the backbone emits (CDTM's p minus the prefix tokens it may keep)."""
-    return cfg.num_tokens - (cfg.num_prefix_tokens if cfg.keep_prefix_tokens else 0)
+class StagedTensorBoardCallback(TensorBoardCallback):
+    """`TensorBoardCallback` with one event stream for all stages: steps continue, the writer stays open between."""
+
+    def __init__(self, tb_writer=None):
+        super().__init__(tb_writer)
+        self.step_offset = 0  # optimizer steps of the stages before this one
+        self.hold_open = False  # True while more stages follow
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.step_offset:
+            state = copy.copy(state)
+            state.global_step += self.step_offset
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not self.hold_open:
+            self.close()
+
+    def close(self) -> None:
+        if self.tb_writer:
+            self.tb_writer.close()
+            self.tb_writer = None
+
+
+def _batchnorm_layers(module: torch.nn.Module) -> int:
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def _stochastic_layers(module: torch.nn.Module) -> int:
+    """Dropout layers with p > 0 and drop-path (stochastic depth) layers with drop_prob > 0."""
+    return sum(
+        (isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0) or getattr(m, "drop_prob", 0) > 0
+        for m in module.modules()
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -233,6 +237,12 @@ class CDTMTrainer(Trainer):
     Checkpoints of SFT go to `<output_dir>/stage1/checkpoint-*` and `<output_dir>/stage2/checkpoint-*`; stage 1's
     selected weights are also saved to `<output_dir>/stage1_best`. `train(resume_from_checkpoint=...)` accepts
     any of those checkpoints (or True for the latest) and continues from that point.
+
+    After `train()`:
+        - `stage_records` holds one dict per stage (keys `STAGE_RECORD_KEYS`), read from what ran;
+          `best_checkpoint` is relative to `output_dir`.
+        - `selected_stage` is the stage whose best-on-validation model is in memory (SFT: the better of the two).
+        - `args` is the user's `CDTMTrainingArguments`, unchanged.
     """
 
     args: CDTMTrainingArguments
@@ -244,10 +254,19 @@ class CDTMTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.root_output_dir = args.output_dir
         self.stage: Stage | None = None
+        self.stage_records: list[dict[str, Any]] = []
+        self.selected_stage: int | None = None
+        self._best_checkpoints: dict[int, str] = {}
         self._datasets = (self.train_dataset, self.eval_dataset)
-        for callback in self.callback_handler.callbacks:  # one TensorBoard run for all stages
-            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
-                callback.logging_dir = os.path.join(self.root_output_dir, "runs")
+        callbacks = self.callback_handler.callbacks
+        for i, callback in enumerate(callbacks):  # one TensorBoard event stream for all stages
+            if type(callback) is TensorBoardCallback:
+                staged = StagedTensorBoardCallback(callback.tb_writer)
+                staged.logging_dir = callback.logging_dir or os.path.join(self.root_output_dir, "runs")
+                callbacks[i] = staged
+
+    def _tensorboard(self) -> StagedTensorBoardCallback | None:
+        return next((c for c in self.callback_handler.callbacks if isinstance(c, StagedTensorBoardCallback)), None)
 
     # ---- stage management ----------------------------------------------------------------------------------
     def _stage_dir(self, stage: Stage) -> str:
@@ -272,62 +291,197 @@ class CDTMTrainer(Trainer):
                 return i, str(path)
         return 0, str(path)
 
-    def _enter_stage(self, stage: Stage, n_stages: int) -> None:
-        self.stage = stage
-        model = self.model
-        model.backbone_norm_eval = self.args.backbone_norm_eval
-        model.freeze_backbone(stage.frozen_backbone)
-        self.args.output_dir = self._stage_dir(stage)
-        self.args.num_train_epochs = stage.epochs
-        self.args.learning_rate = stage.learning_rate
-        self.optimizer, self.lr_scheduler = None, None  # a fresh optimizer and scheduler for every stage
-        train_ds, eval_ds = self._datasets
-        self.train_dataset, self.eval_dataset = train_ds, eval_ds
-        if stage.frozen_backbone and self.args.feature_cache:
-            if self.args.augment:
-                logger.info("Feature cache off: random augmentation changes the backbone input every epoch")
-            else:
-                self.train_dataset = self._cached(train_ds, "train")
-                if isinstance(eval_ds, dict):
-                    self.eval_dataset = {k: self._cached(v, k) for k, v in eval_ds.items()}
-                elif eval_ds is not None:
-                    self.eval_dataset = self._cached(eval_ds, "validation")
-        batches = math.ceil(len(self.train_dataset) / (self.args.train_batch_size * max(1, self.args.world_size)))
-        steps_per_epoch = max(1, math.ceil(batches / self.args.gradient_accumulation_steps))
-        self.args.warmup_steps = int(min(self.args.warmup_epochs, stage.epochs) * steps_per_epoch)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        logger.info(
-            "%s: stage %d/%d, backbone %s, %s epochs, lr %.2e, %d/%d parameters trainable (%.1f%%)",
-            self.args.finetune_mode.upper(), stage.index, n_stages, "frozen" if stage.frozen_backbone else "trained",
-            stage.epochs, stage.learning_rate, trainable, total, 100 * trainable / total,
-        )
+    def _norm_eval(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments) -> bool:
+        """Whether the backbone's BatchNorm statistics stay fixed while it trains in `stage`."""
+        setting = user_args.backbone_norm_eval
+        if setting != "auto":
+            return bool(setting)
+        after_frozen = stage.index > 1 and plan[stage.index - 2].frozen_backbone
+        return not stage.frozen_backbone and after_frozen and _batchnorm_layers(self.model.backbone) > 0
 
-    def _cached(self, dataset, split: str):
+    def _warmup_steps(self, stage: Stage, user_args: CDTMTrainingArguments, num_examples: int) -> int:
+        batches = math.ceil(num_examples / (user_args.train_batch_size * max(1, user_args.world_size)))
+        steps_per_epoch = max(1, math.ceil(batches / user_args.gradient_accumulation_steps))
+        return int(min(user_args.warmup_epochs, stage.epochs) * steps_per_epoch)
+
+    def _stage_args(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments) -> CDTMTrainingArguments:
+        """A copy of the user's arguments with this stage's output folder, epochs, learning rate and warmup."""
+        args = copy.copy(user_args)
+        args.output_dir = self._stage_dir(stage)
+        args.num_train_epochs = stage.epochs
+        args.learning_rate = stage.learning_rate
+        args.warmup_steps = self._warmup_steps(stage, user_args, len(self._datasets[0]))
+        if len(plan) > 1 and stage.index < len(plan) and not user_args.stage2_from_best:
+            args.load_best_model_at_end = False  # the next stage starts from this stage's last weights
+        return args
+
+    def _enter_stage(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments) -> None:
+        self.stage = stage
+        self.args = self._stage_args(stage, plan, user_args)
+        model = self.model
+        model.backbone_norm_eval = self._norm_eval(stage, plan, user_args)
+        model.freeze_backbone(stage.frozen_backbone)
+        self.optimizer, self.lr_scheduler = None, None  # a fresh optimizer and scheduler for every stage
+        self.train_dataset, self.eval_dataset = self._frozen_inputs() if stage.frozen_backbone else self._datasets
+        trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
+        logger.info(
+            "%s: stage %d/%d, backbone %s, %s epochs, lr %.2e, %d warmup steps, %d/%d parameters trainable (%.1f%%)",
+            user_args.finetune_mode.upper(), stage.index, len(plan), "frozen" if stage.frozen_backbone else "trained",
+            stage.epochs, stage.learning_rate, self.args.warmup_steps, trainable, total, 100 * trainable / total,
+        )
+        self._log_boundary(stage, plan, user_args)
+
+    def _log_boundary(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments) -> None:
+        """Say what changes for the backbone's BatchNorm and dropout/drop-path layers when it starts to train."""
+        if stage.frozen_backbone or not (stage.index > 1 and plan[stage.index - 2].frozen_backbone):
+            return
+        backbone = self.model.backbone
+        n_bn = _batchnorm_layers(backbone)
+        if n_bn and self.model.backbone_norm_eval:
+            logger.info(
+                "Stage %d: keeping the running statistics of the backbone's %d BatchNorm layers fixed "
+                "(backbone_norm_eval=%s): stage %d trained CDTM and the head on features computed with them",
+                stage.index, n_bn, user_args.backbone_norm_eval, stage.index - 1,
+            )
+        elif n_bn:
+            logger.warning(
+                "Stage %d: the backbone's %d BatchNorm layers switch to batch statistics and update their running "
+                "statistics (backbone_norm_eval=False); validation may drop at the boundary", stage.index, n_bn,
+            )
+        n_drop = _stochastic_layers(backbone)
+        if n_drop:
+            logger.info(
+                "Stage %d: the backbone's %d dropout/drop-path layers are active while it trains (off while it was "
+                "frozen); they leave evaluation unchanged, so they stay on", stage.index, n_drop,
+            )
+
+    def _frozen_inputs(self) -> tuple[Any, Any]:
+        """The train/eval datasets of a frozen stage: cached backbone tokens where the cache is on and fits."""
+        train_ds, eval_ds = self._datasets
+        if not self.args.feature_cache:
+            return train_ds, eval_ds
+        if self.args.augment:
+            logger.info("Feature cache off: random augmentation changes the backbone input every epoch")
+            return train_ds, eval_ds
+        evals = eval_ds if isinstance(eval_ds, dict) else ({} if eval_ds is None else {"validation": eval_ds})
         cache_dir = self.args.feature_cache_dir or os.path.join(self.root_output_dir, "feature_cache")
+        dtype = self.args.feature_cache_dtype
+        fits, needed, free = cache_fits(self.model, {"train": train_ds, **evals}, cache_dir, dtype)
+        if not fits:
+            logger.warning(
+                "Feature cache off: it needs about %.2f GB in %s (%s) but only %.2f GB are free; the frozen stage "
+                "runs the backbone every epoch instead (pass --feature_cache_dir on a larger disk to use it)",
+                needed / 1e9, cache_dir, dtype, free / 1e9,
+            )
+            return train_ds, eval_ds
+        logger.info("Feature cache: about %.2f GB (%s) in %s", needed / 1e9, dtype, cache_dir)
+        cached = {split: self._cached(ds, split, cache_dir) for split, ds in {"train": train_ds, **evals}.items()}
+        train_cached = cached.pop("train")
+        if isinstance(eval_ds, dict):
+            return train_cached, cached
+        return train_cached, cached.get("validation")
+
+    def _cached(self, dataset, split: str, cache_dir: str):
         with self.accelerator.main_process_first():
             return build_feature_cache(
                 self.model, dataset, cache_dir, batch_size=self.args.per_device_eval_batch_size,
                 collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                 device=self.args.device, desc=f"Caching frozen backbone features ({split})",
+                dtype=self.args.feature_cache_dtype,
             )
 
+    # ---- the stages, their records and the final selection -------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs):
-        plan = stage_plan(self.args)
+        user_args = self.args
+        plan = stage_plan(user_args)
         start, checkpoint = self._resolve_resume(resume_from_checkpoint, plan)
-        if self.args.finetune_mode == "scratch" and checkpoint is None:
+        if user_args.finetune_mode == "scratch" and checkpoint is None:
             reinitialize_backbone(self.model)
+        self.stage_records, self.selected_stage, self._best_checkpoints = [], None, {}
+        tensorboard = self._tensorboard()
+        step_offset = 0
+        for stage in plan[:start]:  # stages a resumed run finished before: recorded from their checkpoints
+            step_offset += self._record_from_checkpoint(stage, plan, user_args)
         output = None
-        for stage in plan[start:]:
-            self._enter_stage(stage, len(plan))
-            output = super().train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
-            checkpoint = None
-            if len(plan) > 1 and stage.index == 1:
-                # load_best_model_at_end has already put stage 1's best weights into the model
-                self.save_model(os.path.join(self.root_output_dir, "stage1_best"))
-        self.args.output_dir = self.root_output_dir
-        self.train_dataset, self.eval_dataset = self._datasets
+        try:
+            for stage in plan[start:]:
+                self._enter_stage(stage, plan, user_args)
+                if tensorboard is not None:
+                    tensorboard.step_offset, tensorboard.hold_open = step_offset, stage is not plan[-1]
+                output = super().train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
+                checkpoint = None
+                self._record(stage, plan, user_args, self.state)
+                step_offset += self.state.global_step
+                if len(plan) > 1 and stage.index == 1:
+                    # load_best_model_at_end has already put stage 1's best weights into the model
+                    self.save_model(os.path.join(self.root_output_dir, "stage1_best"))
+            self._select_stage(user_args)
+        finally:
+            self.args = user_args
+            self.train_dataset, self.eval_dataset = self._datasets
+            if tensorboard is not None:
+                tensorboard.close()
         return output
+
+    def _record(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments, state: TrainerState) -> None:
+        """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
+        best = state.best_model_checkpoint
+        if best is not None:
+            self._best_checkpoints[stage.index] = best
+            root = os.path.abspath(self.root_output_dir)
+            best_abs = os.path.abspath(best)
+            best = os.path.relpath(best_abs, root) if best_abs.startswith(root + os.sep) else best
+        self.stage_records.append({
+            "stage": stage.index,
+            "backbone": "frozen" if stage.frozen_backbone else "trained",
+            "epochs": float(state.epoch) if state.epoch is not None else float(stage.epochs),
+            "learning_rate": float(stage.learning_rate),
+            "warmup_steps": self._warmup_steps(stage, user_args, len(self._datasets[0])),
+            "backbone_norm_eval": self._norm_eval(stage, plan, user_args),
+            "backbone_lr_multiplier": float(user_args.backbone_lr_multiplier),
+            "best_metric": None if state.best_metric is None else float(state.best_metric),
+            "best_checkpoint": best,
+        })
+
+    def _record_from_checkpoint(self, stage: Stage, plan: list[Stage], user_args: CDTMTrainingArguments) -> int:
+        """Record a stage finished before a resume from its last checkpoint; return its optimizer steps."""
+        stage_dir = self._stage_dir(stage)
+        last = get_last_checkpoint(stage_dir) if os.path.isdir(stage_dir) else None
+        if last is None:
+            raise ValueError(
+                f"resuming in a later stage, but stage {stage.index} left no checkpoint in {stage_dir}; "
+                "resume from a checkpoint of stage 1 or start the run again"
+            )
+        state = TrainerState.load_from_json(os.path.join(last, "trainer_state.json"))
+        self._record(stage, plan, user_args, state)
+        return state.global_step
+
+    def _select_stage(self, user_args: CDTMTrainingArguments) -> None:
+        """Keep the best-on-validation model across the stages (SFT: stage 1's best is a candidate)."""
+        last = self.stage_records[-1]
+        self.selected_stage = last["stage"]
+        if len(self.stage_records) < 2 or not user_args.load_best_model_at_end:
+            return
+        first = self.stage_records[0]
+        m1, m2 = first["best_metric"], last["best_metric"]
+        if m1 is None or m2 is None:
+            return
+        stage1_better = m1 > m2 if user_args.greater_is_better else m1 < m2
+        checkpoint = self._best_checkpoints.get(first["stage"])
+        if stage1_better and checkpoint and os.path.isdir(checkpoint):
+            current = self.state.best_model_checkpoint
+            self.state.best_model_checkpoint = checkpoint
+            try:
+                self._load_best_model()
+            finally:
+                self.state.best_model_checkpoint = current
+            self.selected_stage = first["stage"]
+        elif stage1_better:
+            logger.warning("Stage 1's best checkpoint %s is gone; keeping stage %d's best", checkpoint, last["stage"])
+        logger.info(
+            "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d",
+            self.selected_stage, user_args.metric_for_best_model, m1, m2, last["stage"],
+        )
 
     # ---- optimizer: per-stage groups, backbone LR multiplier, no state for frozen parameters -----------------
     def create_optimizer(self, model=None):
@@ -353,3 +507,16 @@ class CDTMTrainer(Trainer):
         if self.stage is not None:
             logs = {**logs, "stage": self.stage.index}
         super().log(logs, *args, **kwargs)
+
+
+__all__ = [
+    "FINETUNE_MODES",
+    "STAGE_RECORD_KEYS",
+    "CDTMTrainer",
+    "CDTMTrainingArguments",
+    "Stage",
+    "StagedTensorBoardCallback",
+    "prune_optimizer_states",
+    "reinitialize_backbone",
+    "stage_plan",
+]

@@ -1,4 +1,4 @@
-"""CDTMTrainer: the fine-tuning modes, stage boundaries, resume, feature cache, run_sft.py, bad input."""
+"""CDTMTrainer: fine-tuning modes, resume, run_sft.py, bad input (see also test_stages.py, test_feature_cache.py)."""
 
 import os
 import subprocess
@@ -127,7 +127,8 @@ class Kill(TrainerCallback):
 def test_kill_in_stage2_and_resume_equals_uninterrupted(tmp_path):
     overrides = dict(stage1_epochs=2, stage2_epochs=2)
     straight = make_model()
-    make_trainer(straight, tmp_path / "a", **overrides).train()
+    straight_trainer = make_trainer(straight, tmp_path / "a", **overrides)
+    straight_trainer.train()
 
     victim = make_trainer(make_model(), tmp_path / "b", **overrides)
     victim.add_callback(Kill(victim))
@@ -137,30 +138,15 @@ def test_kill_in_stage2_and_resume_equals_uninterrupted(tmp_path):
     assert not (tmp_path / "b" / "stage2" / "checkpoint-6").exists()
 
     resumed = make_model(seed=1)  # different init: everything must come from the checkpoint
-    make_trainer(resumed, tmp_path / "b", **overrides).train(resume_from_checkpoint=True)
+    resumed_trainer = make_trainer(resumed, tmp_path / "b", **overrides)
+    resumed_trainer.train(resume_from_checkpoint=True)
+    # stage 1 finished before the kill: its record is read back from its checkpoint, and equals the straight run's
+    assert resumed_trainer.stage_records == straight_trainer.stage_records
+    assert resumed_trainer.selected_stage == straight_trainer.selected_stage
     a, b = snapshot(straight), snapshot(resumed)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
-
-
-def test_feature_cache_gives_the_same_stage1_loss_curve(tmp_path):
-    curves = {}
-    for cache in (True, False):
-        trainer = make_trainer(make_model(), tmp_path / str(cache), finetune_mode="lp", num_train_epochs=3,
-                               feature_cache=cache)
-        trainer.train()
-        curves[cache] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        if cache:
-            assert list((tmp_path / "True" / "feature_cache").glob("*.features.npy"))
-    assert len(curves[True]) == 9
-    np.testing.assert_allclose(curves[True], curves[False], atol=1e-5, rtol=0)
-
-
-def test_feature_cache_is_off_under_augmentation(tmp_path):
-    trainer = make_trainer(make_model(), tmp_path, finetune_mode="lp", num_train_epochs=1, augment=True)
-    trainer.train()
-    assert not (tmp_path / "feature_cache").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,17 +209,6 @@ def test_unknown_finetune_mode_and_sft_without_stage2(tmp_path):
     result = run_script([*BASE, "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
                          "--finetune_mode", "sft", "--stage2_epochs", "0"], tmp_path)
     assert result.returncode != 0 and "sft needs stage2_epochs > 0" in result.stderr
-
-
-def test_feature_cache_key_tells_backbone_weights_apart(tmp_path):
-    from cdtm_hf.trainer import _dataset_key
-
-    data = make_dataset(4, 0)
-    a, b = make_model(seed=0), make_model(seed=0)
-    assert _dataset_key(data, a) == _dataset_key(data, b)
-    with torch.no_grad():
-        b.backbone.model.blocks[0].attn.qkv.weight.add_(1.0)  # other weights, same architecture
-    assert _dataset_key(data, a) != _dataset_key(data, b)
 
 
 def test_imagefolder_records_what_decided_its_split(tmp_path):

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None):
-    from cdtm_hf.experiments import main as grid_main
+    from cdtm_hf.experiments.runner import main as grid_main
 
     return grid_main(argv)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..metrics import eq12_f1
 from ..paper import load_paper_results, paper_row
 from ..presets import BACKBONE_PRESETS
 from ..reporting import MISSING, format_mean_std, format_number, markdown_table, mean_std
@@ -55,8 +56,7 @@ def f1_eq12(metrics: dict[str, Any]) -> tuple[float, str]:
         return float(metrics["f1_eq12"]), "reported"
     precision, recall = metrics.get("precision"), metrics.get("recall")
     if precision is not None and recall is not None:
-        total = precision + recall
-        return (2 * precision * recall / total if total else 0.0), "precision_recall"
+        return float(eq12_f1(precision, recall)), "precision_recall"
     return float(metrics.get("f1", math.nan)), "macro_f1"
 
 

@@ -1,11 +1,11 @@
 """ONNX export of a CDTM classifier: ``pixel_values`` (B, 3, H, W) -> ``logits`` (B, num_labels), B dynamic.
 
-    python -m cdtm_hf.export <checkpoint_dir> <out.onnx> [--verify] [--opset 17] [--static-batch]
+    python -m cdtm_hf.export <checkpoint_dir> <out.onnx> [--verify] [--opset 18] [--static-batch]
 
-The export uses torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)`` with
-``dynamic_axes``): it needs no extra package (the dynamo exporter needs ``onnxscript``) and exports the CCA's
-``einsum`` (Eq. 7, ONNX ``Einsum``) and ``bmm`` (the token mixing, ``MatMul``) with a symbolic batch axis. H and W
-are fixed at ``config.image_size``: the CCA base matrices are p x p, so p, hence the image size, is part of the model.
+The export uses torch's ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``, which needs
+``onnxscript``; the TorchScript exporter is deprecated in torch 2.14) with a ``torch.export.Dim`` batch axis. The CCA's
+``einsum`` (Eq. 7) and ``bmm`` (the token mixing) export as ONNX ops with a symbolic batch. H and W are fixed at
+``config.image_size``: the CCA base matrices are p x p, so p, hence the image size, is part of the model.
 `verify_onnx` compares onnxruntime's logits with torch's.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import warnings
 from pathlib import Path
 
 import torch
@@ -42,14 +41,15 @@ def _load(model_or_dir) -> CDTMForImageClassification:
     return model_or_dir
 
 
-def export_onnx(model_or_dir, output_path: str | Path, opset: int = 17, dynamic_batch: bool = True) -> Path:
+def export_onnx(model_or_dir, output_path: str | Path, opset: int = 18, dynamic_batch: bool = True) -> Path:
     """Export a model (or a ``save_pretrained`` directory) to ``output_path``; returns the path.
 
     The graph's input is ``pixel_values`` (B, 3, image_size, image_size) and its output ``logits``; with
     ``dynamic_batch`` B is a symbolic ``batch`` axis, otherwise it is fixed at 1.
     """
-    if importlib.util.find_spec("onnx") is None:  # torch's exporter writes the file with it
-        raise ImportError("export_onnx needs onnx: pip install 'cdtm_hf[onnx]'")
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:  # torch's dynamo exporter builds the graph with onnxscript and writes it with onnx
+        raise ImportError(f"export_onnx needs {' and '.join(missing)}: pip install 'cdtm_hf[onnx]'")
     model = _load(model_or_dir)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,24 +57,22 @@ def export_onnx(model_or_dir, output_path: str | Path, opset: int = 17, dynamic_
     size = model.config.image_size
     # Trace with B = 2 so that no op specialises on a batch of 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, size, size, device=param.device, dtype=param.dtype)
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    shapes = {"pixel_values": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings():
-            # The shape checks in the forward are evaluated once while tracing; they hold for every batch size.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                LogitsOnly(model),
-                (example,),
-                str(output_path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+        program = torch.onnx.export(
+            LogitsOnly(model).eval(),
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shapes,
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(output_path))
     finally:
         model.train(was_training)
     return output_path
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cdtm_hf.export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint_dir", help="a directory written by save_pretrained")
     parser.add_argument("output", help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the dynamo exporter's own)")
     parser.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1")
     parser.add_argument("--verify", action="store_true",
                         help="compare onnxruntime and torch logits on random images (batch 1 and 3)")

@@ -1,0 +1,73 @@
+"""cdtm-predict: classify a folder or a list of images with a saved model and write a CSV."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cdtm_hf import CDTMConfig, CDTMForImageClassification
+from cdtm_hf.image_processing_cdtm import CDTMImageProcessor
+from cdtm_hf.predict import collect_images, main
+from tests.helpers import write_imagefolder
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    torch.manual_seed(0)
+    config = CDTMConfig(backbone="test_vit", image_size=32, num_centers=3, num_labels=2,
+                        id2label={0: "benign", 1: "malignant"}, label2id={"benign": 0, "malignant": 1})
+    model = CDTMForImageClassification(config).eval()
+    path = tmp_path_factory.mktemp("model")
+    model.save_pretrained(path)
+    CDTMImageProcessor.from_model_config(config).save_pretrained(path)
+    return path, model
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_a_folder_writes_one_row_per_image_with_the_models_answer(saved_model, tmp_path):
+    path, model = saved_model
+    data = write_imagefolder(tmp_path / "data", per_class=(2, 1, 1))
+    assert main([str(path), str(data / "train"), "--output", str(tmp_path / "p.csv")]) == 0
+    rows = read(tmp_path / "p.csv")
+    assert [r["path"] for r in rows] == [str(p) for p in sorted((data / "train").rglob("*.png"))]
+    processor = CDTMImageProcessor.from_pretrained(path)
+    for row in rows:
+        with torch.no_grad():
+            logits = model(**processor(Image.open(row["path"]))).logits[0]
+        probs = logits.softmax(-1).numpy()
+        assert row["label"] == ("benign", "malignant")[int(probs.argmax())]
+        assert [float(row["prob_benign"]), float(row["prob_malignant"])] == pytest.approx(probs, abs=1e-5)
+        assert float(row["score"]) == pytest.approx(probs.max(), abs=1e-5) and row["error"] == ""
+
+
+def test_predict_a_list_names_an_unreadable_file_and_goes_on(saved_model, tmp_path):
+    path, _ = saved_model
+    good = tmp_path / "a.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype("uint8")).save(good)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(good.read_bytes()[:60])
+    deep = (np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) * 40).astype(np.uint16)  # a 16-bit grayscale image
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    (tmp_path / "list.txt").write_text(f"{good}\n# a comment\n\n{bad}\n{tmp_path / 'deep.png'}\n")
+    assert main([str(path), f"@{tmp_path / 'list.txt'}", "--output", str(tmp_path / "p.csv")]) == 1
+    rows = read(tmp_path / "p.csv")
+    assert [r["path"] for r in rows] == [str(good), str(bad), str(tmp_path / "deep.png")]
+    assert rows[0]["label"] and not rows[0]["error"]
+    assert rows[1]["label"] == "" and rows[1]["error"]
+    assert rows[2]["label"] and not rows[2]["error"]
+
+
+def test_missing_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        collect_images([tmp_path / "nope.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found"):
+        collect_images([tmp_path / "empty"])

@@ -29,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .checkpoint import CARD_NAME, CONFIG_NAME, CONFUSION_MATRIX_NAME, RESULTS_NAME, CheckpointError, read_json
 from .configuration_cdtm import CDTM_VARIANTS
+from .metrics import METRIC_DISPLAY_NAMES
 from .paper import paper_row
 from .presets import BACKBONE_PRESETS, BackbonePreset
 from .reporting import format_number, format_pct, markdown_table
@@ -47,14 +48,14 @@ PAPER_CITATION = """@article{li2024cdtm,
   doi     = {10.1109/JBHI.2023.3343518}
 }"""
 
-# key in the report's "metrics" -> (Hub metric type, display name, Hub metric config)
-METRICS: dict[str, tuple[str, str, str | None]] = {
-    "accuracy": ("accuracy", "Accuracy", None),
-    "precision": ("precision", "Precision (macro)", "macro"),
-    "recall": ("recall", "Recall (macro)", "macro"),
-    "f1": ("f1", "Macro-F1", "macro"),
-    "f1_eq12": ("f1", "F1 (Eq. 12)", "harmonic_mean_of_macro_precision_and_recall"),
-    "auroc": ("roc_auc", "AUROC (macro)", "macro"),
+# key in the report's "metrics" -> (Hub metric type, Hub metric config); display names: metrics.METRIC_DISPLAY_NAMES
+METRICS: dict[str, tuple[str, str | None]] = {
+    "accuracy": ("accuracy", None),
+    "precision": ("precision", "macro"),
+    "recall": ("recall", "macro"),
+    "f1": ("f1", "macro"),
+    "f1_eq12": ("f1", "harmonic_mean_of_macro_precision_and_recall"),
+    "auroc": ("roc_auc", "macro"),
 }
 
 # What each fine-tuning mode trains (the modes themselves are cdtm_hf.trainer.FINETUNE_MODES).
@@ -169,8 +170,9 @@ def split_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     """What the run's split really was, for the templates (which hold the wording).
 
     `kind` is `"random"` (the paper's split, or a random one), `"patient"` (strategy and recorded grouping both
-    "patient": the only kind described as keeping each patient in one split), `"image"` (one group per image, as a
-    builder falls back to without patient ids), `"folders"`, `"official"`, or `"other"`.
+    "patient", and no group in several splits: the only kind described as keeping each patient in one split),
+    `"image"` (one group per image, as a builder falls back to without patient ids), `"folders"`, `"official"`, or
+    `"other"`.
     """
     split = dict(report.get("split") or {})
     manifest = split.get("manifest") or {}
@@ -179,7 +181,7 @@ def split_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     builder = _builder(report.get("dataset"))
     if strategy == "paper" or grouping == "random":
         kind = "random"
-    elif strategy == "patient" and grouping == "patient":
+    elif strategy == "patient" and grouping == "patient" and not manifest.get("groups_in_several_splits"):
         kind = "patient"
     elif grouping in ("image", "folders") or strategy == "official":
         kind = grouping if grouping in ("image", "folders") else "official"
@@ -215,7 +217,7 @@ def results_context(report: Mapping[str, Any]) -> dict[str, str]:
     out = {"results_table": "", "per_class_table": "", "confusion_table": ""}
     if keys:
         out["results_table"] = markdown_table(
-            [METRICS[k][1] for k in keys], [[format_pct(metrics[k], suffix=" %") for k in keys]]
+            [METRIC_DISPLAY_NAMES[k] for k in keys], [[format_pct(metrics[k], suffix=" %") for k in keys]]
         )
     per_class = report.get("per_class") or {}
     if per_class:
@@ -344,7 +346,7 @@ def eval_results(report: Mapping[str, Any]) -> list[EvalResult] | None:
             task_type="image-classification", task_name="Image Classification", dataset_type=dataset,
             dataset_name=name, dataset_config=config, dataset_split="test",
             dataset_args={"split_strategy": strategy, "seed": report.get("seed")},
-            metric_type=METRICS[key][0], metric_name=METRICS[key][1], metric_config=METRICS[key][2],
+            metric_type=METRICS[key][0], metric_name=METRIC_DISPLAY_NAMES[key], metric_config=METRICS[key][1],
             metric_value=metrics[key],
         )
         for key in METRICS

@@ -1,7 +1,7 @@
-"""Hub integration: model cards, checkpoint validation, push (mocked HfApi), remote-code loading, recipe cards.
+"""Hub integration (cdtm_hf.hub): pre-flight check, push (mocked HfApi), CLI, remote-code loading.
 
 Nothing here reaches the network: HfApi is replaced by a mock and loading uses local folders or a local HF cache
-under HF_HUB_OFFLINE=1.
+under HF_HUB_OFFLINE=1. Card content is tested in test_cards.py, folder validation in test_checkpoint.py.
 """
 
 import hashlib
@@ -14,51 +14,34 @@ from unittest import mock
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
 from cdtm_hf import hub
+from cdtm_hf.checkpoint import CheckpointError, checkpoint_files
+from cdtm_hf.hub import HubUnreachableError, InvalidRepoIdError, MissingTokenError, check_push_ready, push_checkpoint
 from tests.helpers import run_without_cdtm_hf
-from cdtm_hf.hub import (
-    RECIPES,
-    CheckpointError,
-    InvalidRepoIdError,
-    MissingTokenError,
-    checkpoint_files,
-    generate_model_card,
-    push_checkpoint,
-    recipe_command,
-    render_recipe_card,
-    validate_checkpoint,
-    write_model_card,
-)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "org/vitb-laion2b-cdtm-breakhis"
 LABELS = ["DC", "LC", "MC", "PC"]
 RESULTS = {
-    "dataset": "breakhis", "dataset_config": "malignant_200x", "split_strategy": "paper", "seed": 42,
+    "dataset": "breakhis", "dataset_config": "malignant_200x", "split": {"strategy": "paper"}, "seed": 42,
     "backbone": "test_vit", "backbone_preset": None, "finetune_mode": "sft", "use_cdtm": True, "labels": LABELS,
-    "metrics": {"accuracy": 0.9424, "precision": 0.9274, "recall": 0.9108, "f1": 0.9191, "loss": 0.2},
+    "metrics": {"accuracy": 0.9424, "precision": 0.9274, "recall": 0.9108, "f1": 0.9150, "f1_eq12": 0.9191},
     "per_class": {label: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10 + i}
                   for i, label in enumerate(LABELS)},
     "confusion_matrix": [[9, 1, 0, 0], [1, 9, 1, 0], [0, 0, 11, 1], [0, 1, 0, 12]], "num_test_examples": 46,
-    "training": {"stage1_epochs": 25, "stage2_epochs": 50, "learning_rate": 1e-4, "stage2_learning_rate": 1e-5,
-                 "batch_size": 16, "weight_decay": 1e-3, "optimizer": "AdamW", "image_size": 64,
-                 "metric_for_best_model": "f1"},
+    "training": {"finetune_mode": "sft", "optimizer": "adamw_torch_fused", "batch_size": 16, "weight_decay": 1e-3,
+                 "image_size": 64, "metric_for_best_model": "f1",
+                 "stages": [{"stage": 1, "backbone": "frozen", "epochs": 25.0, "learning_rate": 1e-4},
+                            {"stage": 2, "backbone": "trained", "epochs": 50.0, "learning_rate": 1e-5}],
+                 "selected_stage": 2},
     "efficiency": {"params_m": 102.88, "added_params": 17074368, "gmacs": 17.93, "lp_trainable_pct": 16.6},
 }
-# The paper's numbers (Tables IV and V), typed in from the paper independently of hub.RECIPES.
-PAPER_NUMBERS = {
-    "vitb-laion2b-cdtm-breakhis": ("92.74", "91.08", "94.24", "91.91"),
-    "convnextb-laion2b-cdtm-breakhis": ("93.09", "87.14", "92.45", "90.02"),
-    "convnextb-laion2b-cdtm-hcrf": ("99.30", "99.29", "99.29", "99.29"),
-    "vitb-laion2b-cdtm-hcrf": ("94.32", "94.29", "94.29", "94.30"),
-}
-
-
 def tiny_model():
     torch.manual_seed(0)
     config = CDTMConfig(backbone="test_vit", image_size=64, num_centers=6, num_labels=len(LABELS),
@@ -109,78 +92,6 @@ def expected_upload(folder: Path) -> list[str]:
     fixed = ["README.md", "config.json", "confusion_matrix.png", "model.safetensors", "preprocessor_config.json",
              "test_results.json"]
     return sorted(fixed + code)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model card
-def test_card_parses_back_and_model_index_equals_test_results(run_copy):
-    reference = {"precision": 92.74, "recall": 91.08, "accuracy": 94.24, "f1": 91.91, "table": "Table IV",
-                 "model": "ViT-B-CDTM-SFT"}
-    path = write_model_card(run_copy, repo_id=REPO_ID, paper_reference=reference)
-    assert path == run_copy / "README.md"
-    card = ModelCard.load(path)
-    data = card.data
-    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
-    assert data.license == "apache-2.0" and data.datasets == ["breakhis"]
-    assert {"cdtm", "histopathology", "medical-imaging", "timm", "image-classification"} <= set(data.tags)
-    assert data.model_name == "vitb-laion2b-cdtm-breakhis"
-    got = {r.metric_type: r.metric_value for r in data.eval_results}
-    expected = json.loads((run_copy / "test_results.json").read_text())["metrics"]
-    assert got == {k: expected[k] for k in ("accuracy", "precision", "recall", "f1")}
-    assert {(r.dataset_type, r.dataset_config, r.dataset_split) for r in data.eval_results} == {
-        ("breakhis", "malignant_200x", "test")}
-    assert all(r.source_name is None for r in data.eval_results)  # ours, not copied from anywhere
-    text = card.text
-    assert "94.24 %" in text and "91.91 %" in text  # our results, as percentages
-    assert "[!WARNING]" in text and "Patient leakage" in text
-    assert "![Confusion matrix on the test split](confusion_matrix.png)" in text
-    assert "## Reported in the paper (not this checkpoint)" in text and "the paper's numbers" in text
-    assert "| 102.88 | 17,074,368 | 17.93 | 16.6 % |" in text
-    assert "| 1 | CDTM + head (backbone frozen) | 25 | 0.0001 |" in text
-    assert f'AutoModelForImageClassification.from_pretrained("{REPO_ID}", trust_remote_code=True)' in text
-    assert f'pipeline("image-classification", model="{REPO_ID}", trust_remote_code=True)' in text
-    assert "not** be used for diagnosis" in text
-    assert "Embracing Large Natural Data" in text and "doi     = {10.1109/JBHI.2023.3343518}" in text
-    # the paper's numbers never leak into the metadata
-    assert "92.74" not in card.content.split("\n---\n", 1)[0]
-
-
-def test_card_for_a_real_preset_patient_split_and_multi_label(tmp_path):
-    CDTMConfig(backbone="vitb16.laion2b", backbone_pretrained=True, num_labels=2,
-               problem_type="multi_label_classification",
-               id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1}).save_pretrained(tmp_path)
-    results = {"dataset": "breakhis", "dataset_config": "binary_200x", "split_strategy": "patient", "seed": 1,
-               "finetune_mode": "sft", "use_cdtm": True, "labels": ["a", "b"],
-               "metrics": {"accuracy": 0.5, "precision": 0.25, "recall": 0.75, "f1": 0.375, "auroc": 0.625}}
-    card = generate_model_card(tmp_path, results, paper_reference={"f1": 91.91})
-    assert card.data.base_model == "timm/vit_base_patch16_clip_224.laion2b"
-    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {
-        "accuracy": 0.5, "precision": 0.25, "recall": 0.75, "f1": 0.375, "roc_auc": 0.625}
-    assert "pretrained on LAION-2B" in card.text
-    assert "Patient leakage" not in card.text and "patient-grouped split" in card.text
-    assert "not directly comparable" in card.text
-    assert "Confusion matrix" not in card.text
-    assert "Measure GMACs with `python -m cdtm_hf.efficiency --backbone vitb16.laion2b`" in card.text
-
-
-def test_card_for_other_data_sets_and_runs_from_scratch(tmp_path):
-    CDTMConfig(backbone="vitb16.laion2b", backbone_pretrained=True, num_labels=2).save_pretrained(tmp_path)
-    results = {"dataset": "imagefolder", "split_strategy": "patient", "finetune_mode": "scratch",
-               "metrics": {"accuracy": 0.5, "f1": 0.5, "auroc": float("nan")}}
-    card = generate_model_card(tmp_path, results)
-    assert "histopathology" not in card.data.tags and card.data.base_model is None  # no pretrained weights used
-    assert [r.metric_type for r in card.data.eval_results] == ["accuracy", "f1"]  # NaN never reaches the Hub
-    assert "split strategy `patient`." in card.text and "pretraining: none" in card.text
-    card = generate_model_card(tmp_path, {**results, "dataset": "chexpert", "finetune_mode": "lp"})
-    assert {"radiology", "chest-x-ray"} <= set(card.data.tags) and "histopathology" not in card.data.tags
-    assert card.data.base_model == "timm/vit_base_patch16_clip_224.laion2b"
-
-
-def test_card_without_test_results_has_no_model_index(tmp_path):
-    tiny_model().save_pretrained(tmp_path)
-    card = generate_model_card(tmp_path)
-    assert card.data.eval_results is None and "model-index" not in card.content
-    assert "has not been evaluated" in card.text
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,15 +199,58 @@ def test_push_without_token_fails_before_touching_anything(run_copy, monkeypatch
     with mock.patch.object(hub, "get_token", return_value=None), mock.patch.object(hub, "HfApi") as api_cls:
         with pytest.raises(MissingTokenError, match=r"hf auth login.*HF_TOKEN") as err:
             push_checkpoint(run_copy, REPO_ID)
-    assert "Nothing was uploaded" in str(err.value)
+        assert "Nothing was uploaded" in str(err.value)
+        with pytest.raises(MissingTokenError, match="Nothing was trained or uploaded yet"):
+            check_push_ready(REPO_ID)  # the pre-flight check before training
     api_cls.assert_not_called()
     assert files_and_bytes(run_copy) == before  # no README.md written, nothing changed
-    with mock.patch.object(hub, "get_token", return_value=None):  # the pre-flight check before training
-        with pytest.raises(MissingTokenError, match="hf auth login"):
-            hub.check_push_ready(REPO_ID)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pre-flight check: repo id, token, and that the Hub answers, before any training
+WRITE_TOKEN_ANSWER = {"name": "me", "auth": {"accessToken": {"role": "write"}}}
+
+
+def test_preflight_asks_the_hub_once_and_returns_the_token():
+    with mock.patch.object(hub, "HfApi") as api_cls:
+        api_cls.return_value.whoami.return_value = WRITE_TOKEN_ANSWER
+        assert check_push_ready(REPO_ID, token="hf_test") == "hf_test"
+    api_cls.assert_called_once_with(token="hf_test")
+    api_cls.return_value.whoami.assert_called_once_with()
+    with mock.patch.object(hub, "HfApi") as api_cls:
         with pytest.raises(InvalidRepoIdError, match="contains '--' or '..'"):
-            hub.check_push_ready("org/bad--name", token="hf_test")
-        assert hub.check_push_ready(REPO_ID, token="hf_test") == "hf_test"
+            check_push_ready("org/bad--name", token="hf_test")
+    api_cls.assert_not_called()  # a bad repo id fails before any network call
+
+
+def _slow_whoami(*args, **kwargs):
+    import time
+
+    time.sleep(5)
+    return WRITE_TOKEN_ANSWER
+
+
+@pytest.mark.parametrize("failure, what", [
+    (OfflineModeIsEnabled("offline mode is enabled"), "did not answer (OfflineModeIsEnabled"),
+    (ConnectionError("[Errno -2] Name or service not known"), "did not answer (ConnectionError"),
+    (_slow_whoami, "did not answer (TimeoutError: no answer within 0.2 s"),
+    (HfHubHTTPError("401 Unauthorized", response=mock.Mock(status_code=401, headers={})), "rejected the token"),
+    ({"name": "me", "auth": {"accessToken": {"role": "read"}}}, "is read-only"),
+])
+def test_preflight_fails_before_training_when_the_hub_cannot_take_the_push(monkeypatch, failure, what):
+    monkeypatch.setattr(hub, "HUB_TIMEOUT_S", 0.2)
+    with mock.patch.object(hub, "HfApi") as api_cls:
+        if isinstance(failure, dict):
+            api_cls.return_value.whoami.return_value = failure
+        else:
+            api_cls.return_value.whoami.side_effect = failure
+        with pytest.raises(HubUnreachableError) as err:
+            check_push_ready(REPO_ID, token="hf_test")
+    message = str(err.value)
+    assert what in message
+    assert REPO_ID in message and hub.constants.ENDPOINT in message  # the repo and the endpoint
+    assert "drop --push_to_hub" in message and f"cdtm-hub push OUTPUT_DIR {REPO_ID}" in message  # the remedy
+    assert "Nothing was trained or uploaded yet" in message
 
 
 @pytest.mark.parametrize("repo_id, rule", [
@@ -317,18 +271,13 @@ def test_invalid_repo_id_names_the_rule(run_copy, repo_id, rule):
     assert files_and_bytes(run_copy) == before
 
 
-def test_missing_weights_config_or_remote_code_is_named(run_copy):
-    (run_copy / "backbones.py").unlink()
-    with pytest.raises(CheckpointError, match=r"lacks the remote-code file\(s\) backbones.py"):
-        validate_checkpoint(run_copy)
+def test_an_incomplete_folder_is_refused_before_anything_is_sent(run_copy):
     (run_copy / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="has no model.safetensors"):
-        push_checkpoint(run_copy, REPO_ID, token="hf_test")
-    (run_copy / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="has no config.json"):
-        validate_checkpoint(run_copy)
-    with pytest.raises(CheckpointError, match="does not exist"):
-        validate_checkpoint(run_copy / "nope")
+    with mock.patch.object(hub, "HfApi") as api_cls:
+        with pytest.raises(CheckpointError, match="has no model.safetensors"):
+            push_checkpoint(run_copy, REPO_ID, token="hf_test")
+    api_cls.assert_not_called()
+    assert not (run_copy / "README.md").exists()
 
 
 @pytest.mark.parametrize("pickle_name", ["pytorch_model.bin", "model.pt", "weights.pkl"])
@@ -339,26 +288,3 @@ def test_pickle_in_the_folder_is_refused(run_copy, pickle_name):
             push_checkpoint(run_copy, REPO_ID, token="hf_test")
     api_cls.assert_not_called()
     assert not (run_copy / "README.md").exists()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The published recipes' cards
-def test_recipe_cards_state_the_papers_numbers_and_the_command():
-    folders = sorted(p.name for p in (REPO_ROOT / "model_cards").iterdir() if p.is_dir())
-    assert folders == sorted(PAPER_NUMBERS) == sorted(r.name for r in RECIPES)
-    for recipe in RECIPES:
-        path = REPO_ROOT / "model_cards" / recipe.name / "README.md"
-        card = ModelCard.load(path)
-        assert path.read_text(encoding="utf-8") == str(render_recipe_card(recipe)), (
-            f"{path} is stale: regenerate with `python -m cdtm_hf.hub recipes`")
-        assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
-        assert card.data.eval_results is None and "model-index" not in card.content  # no claim of results
-        assert {"cdtm", "histopathology", "medical-imaging"} <= set(card.data.tags)
-        flat = " ".join(card.text.replace("\\\n", " ").split())
-        assert recipe_command(recipe) in flat
-        assert f"--hub_model_id org/{recipe.name}" in flat and "--split_strategy paper" in flat
-        assert "--dataset hcrf" in flat if "hcrf" in recipe.name else "--dataset breakhis" in flat
-        precision, recall, accuracy, f1 = PAPER_NUMBERS[recipe.name]
-        assert f"| {precision} | {recall} | {accuracy} | {f1} |" in card.text
-        assert "THE PAPER'S" in card.text and "(the paper's numbers)" in card.text
-        assert "We have not yet trained and published this checkpoint" in card.text

@@ -1,9 +1,14 @@
-"""Image processor derived from the backbone's own data config (timm ``resolve_data_config`` / open_clip)."""
+"""Image processor derived from the backbone's own data config (timm ``resolve_data_config`` / open_clip), and the
+one image decode (8-bit, 16-bit and float images to 8-bit RGB) that the data builders, imagefolder runs and the
+processor share."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
+import numpy as np
+import PIL.Image
 import timm.data
 import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
@@ -18,6 +23,44 @@ DEFAULT_DATA_CONFIG = {
     "crop_pct": 0.875,
     "crop_mode": "center",
 }
+
+
+# PIL modes that hold more than 8 bits a channel: `convert("RGB")` clips them (a 16-bit image turns white).
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb_image(
+    image: PIL.Image.Image | np.ndarray, window: tuple[float, float] | None = None
+) -> PIL.Image.Image:
+    """Decode any image to 8-bit RGB, the one decode every path of cdtm_hf uses.
+
+    8-bit images (L, P, RGB, RGBA, CMYK, ...) go through PIL's `convert("RGB")`. 16-bit and float images (PIL modes
+    `I;16*`, `I`, `F`, or arrays of another dtype than uint8) are scaled linearly to 0-255: by `window` `(low, high)`
+    when given (values outside it are clipped), else by the image's own minimum and maximum (a constant image becomes
+    black). A plain `convert("RGB")` would clip them and give an all-white image.
+
+    Args:
+        image (`PIL.Image.Image` or `np.ndarray`): the decoded image; an array is (H, W) or (H, W, C).
+        window (`tuple[float, float]`, *optional*): the intensity range mapped to 0-255.
+    """
+    if isinstance(image, PIL.Image.Image) and image.mode not in HIGH_BIT_DEPTH_MODES:
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype == np.uint8 and window is None:
+        return PIL.Image.fromarray(array).convert("RGB")
+    array = array.astype(np.float64)
+    if array.ndim == 3 and array.shape[-1] == 4:  # drop alpha
+        array = array[..., :3]
+    finite = array[np.isfinite(array)]
+    low, high = window if window is not None else ((finite.min(), finite.max()) if finite.size else (0.0, 0.0))
+    if high <= low:
+        scaled = np.zeros_like(array)
+    else:
+        scaled = (np.nan_to_num(array, nan=low) - low) * (255.0 / (high - low))
+    scaled = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if scaled.ndim == 2 or scaled.shape[-1] == 1:
+        scaled = np.repeat(scaled.reshape(scaled.shape[0], scaled.shape[1], 1), 3, axis=-1)
+    return PIL.Image.fromarray(scaled, mode="RGB")
 
 
 class CDTMImageProcessor(BaseImageProcessor):
@@ -44,9 +87,15 @@ class CDTMImageProcessor(BaseImageProcessor):
     def _timm_config(self) -> dict[str, Any]:
         return {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.data_config.items()}
 
-    @property
+    @cached_property
     def val_transforms(self):
+        """timm's evaluation transform, built once per processor."""
         return timm.data.create_transform(**self._timm_config(), is_training=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output.pop("val_transforms", None)  # the cached transform is derived from data_config, not saved
+        return output
 
     def train_transforms(self, **augment) -> Any:
         """timm's training transform at the model's size (random-resized crop, flips; `augment` overrides)."""
@@ -60,8 +109,22 @@ class CDTMImageProcessor(BaseImageProcessor):
             raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
         transform = self.val_transforms
         images = make_flat_list_of_images(images)
-        pixel_values = torch.stack([transform(to_pil_image(image).convert("RGB")) for image in images])
+        pixel_values = torch.stack([transform(_as_rgb(image)) for image in images])
         return BatchFeature({"pixel_values": pixel_values}, tensor_type="pt")
 
 
-__all__ = ["CDTMImageProcessor"]
+def _as_rgb(image: Any) -> PIL.Image.Image:
+    """A PIL image or array as 8-bit RGB (16-bit and float arrays keep their dynamic range)."""
+    if isinstance(image, PIL.Image.Image):
+        return to_rgb_image(image)
+    if isinstance(image, torch.Tensor):
+        image = image.numpy()
+    array = np.asarray(image)
+    if array.dtype == np.uint8 or (array.dtype.kind == "f" and array.size and 0 <= array.min() and array.max() <= 1):
+        return to_pil_image(array).convert("RGB")  # transformers' channel-order handling, [0, 1] floats
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    return to_rgb_image(array)
+
+
+__all__ = ["CDTMImageProcessor", "to_rgb_image"]

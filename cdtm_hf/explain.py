@@ -348,6 +348,45 @@ def _prediction(config, logits: torch.Tensor) -> Any:
     return config.id2label.get(int(logits.argmax()), str(int(logits.argmax())))
 
 
+def _image_record(config, explanation: CCAExplanation, maps, j: int, index: int, label, image: np.ndarray,
+                  output_dir: Path, suffixes: Sequence[str], top_k: int, grid_map: str) -> dict[str, Any]:
+    """The PNGs (centre scores, mixing overlay) of image `j` of a batch, for each CDTM block, and their record."""
+    num_blocks = len(suffixes)
+    label, prediction = _label_name(config, label), _prediction(config, explanation.logits[j])
+    caption = f"image {index}: predicted {prediction}" + (f", label {label}" if label is not None else "")
+    record: dict[str, Any] = {"index": index, "label": label, "prediction": prediction,
+                              "top_centres": [], "centre_scores_png": [], "mixing_overlay_png": []}
+    for b in range(num_blocks):
+        record["top_centres"].append(explanation.top_centres(top_k, block=b)[j].tolist())
+        record["centre_scores_png"].append(str(plot_centre_scores(
+            explanation.centre_scores[b][j], output_dir / f"image{index:04d}_centres{suffixes[b]}.png",
+            top_k=top_k, title=f"{caption}: centre scores S_r" + (f" (block {b})" if num_blocks > 1 else ""),
+        )))
+        record["mixing_overlay_png"].append(str(plot_mixing_overlay(
+            image, maps[b][j], output_dir / f"image{index:04d}_mixing{suffixes[b]}.png",
+            title=f"{caption}: {grid_map} mixing mass of m_cd",
+        )))
+    return record
+
+
+def _block_record(b: int, scores: torch.Tensor, seen: int, num_blocks: int, png_path: Path, top_k: int) -> dict[str, Any]:
+    """Cluster usage of CDTM block `b` over all images: its histogram PNG and summary numbers."""
+    usage = cluster_usage(scores)
+    heading = f"cluster usage over {seen} images" + (f" (block {b})" if num_blocks > 1 else "")
+    png = plot_cluster_usage(usage.argmax_counts, png_path, mean_scores=usage.mean_scores, title=heading)
+    return {
+        "block": b,
+        "cluster_usage_png": str(png),
+        "num_centres": usage.num_centres,
+        "effective_centres": usage.effective_centres,
+        "effective_centres_mean_score": usage.effective_centres_mean_score,
+        "mean_image_effective_centres": usage.mean_image_effective_centres,
+        "top_centres": usage.top_centres[:top_k],
+        "argmax_counts": usage.argmax_counts,
+        "mean_scores": usage.mean_scores,
+    }
+
+
 def explain_dataset(
     model,
     data: Iterable[Mapping[str, Any]],
@@ -402,46 +441,17 @@ def explain_dataset(
             all_scores[b].append(explanation.centre_scores[b].cpu())
         maps = explanation.received_mass if grid_map == "received" else explanation.sent_mass
         for j in range(max(0, min(len(pixels), max_images - seen))):
-            index = seen + j
-            label, prediction = _label_name(config, labels[j]), _prediction(config, explanation.logits[j])
-            caption = f"image {index}: predicted {prediction}" + (f", label {label}" if label is not None else "")
-            record: dict[str, Any] = {"index": index, "label": label, "prediction": prediction,
-                                      "top_centres": [], "centre_scores_png": [], "mixing_overlay_png": []}
-            image = display(pixels[j])
-            for b in range(num_blocks):
-                record["top_centres"].append(explanation.top_centres(top_k, block=b)[j].tolist())
-                record["centre_scores_png"].append(str(plot_centre_scores(
-                    explanation.centre_scores[b][j], output_dir / f"image{index:04d}_centres{suffixes[b]}.png",
-                    top_k=top_k, title=f"{caption}: centre scores S_r" + (f" (block {b})" if num_blocks > 1 else ""),
-                )))
-                record["mixing_overlay_png"].append(str(plot_mixing_overlay(
-                    image, maps[b][j], output_dir / f"image{index:04d}_mixing{suffixes[b]}.png",
-                    title=f"{caption}: {grid_map} mixing mass of m_cd",
-                )))
-            images.append(record)
+            images.append(_image_record(
+                config, explanation, maps, j, seen + j, labels[j], display(pixels[j]), output_dir, suffixes,
+                top_k=top_k, grid_map=grid_map,
+            ))
         seen += len(pixels)
         if max_usage_images is not None and seen >= max_usage_images:
             break
     if seen == 0:
         raise ValueError("explain_dataset got no images")
-
-    blocks = []
-    for b in range(num_blocks):
-        usage = cluster_usage(torch.cat(all_scores[b]))
-        heading = f"cluster usage over {seen} images" + (f" (block {b})" if num_blocks > 1 else "")
-        png = plot_cluster_usage(usage.argmax_counts, output_dir / f"cluster_usage{suffixes[b]}.png",
-                                 mean_scores=usage.mean_scores, title=heading)
-        blocks.append({
-            "block": b,
-            "cluster_usage_png": str(png),
-            "num_centres": usage.num_centres,
-            "effective_centres": usage.effective_centres,
-            "effective_centres_mean_score": usage.effective_centres_mean_score,
-            "mean_image_effective_centres": usage.mean_image_effective_centres,
-            "top_centres": usage.top_centres[:top_k],
-            "argmax_counts": usage.argmax_counts,
-            "mean_scores": usage.mean_scores,
-        })
+    blocks = [_block_record(b, torch.cat(all_scores[b]), seen, num_blocks, output_dir / f"cluster_usage{suffixes[b]}.png",
+                            top_k) for b in range(num_blocks)]
     summary = {
         "output_dir": str(output_dir),
         "num_images": seen,

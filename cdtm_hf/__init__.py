@@ -3,7 +3,7 @@
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .configuration_cdtm import CDTM_VARIANTS, CDTMConfig
-from .image_processing_cdtm import CDTMImageProcessor
+from .image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from .modeling_cdtm import (
     CDTMForImageClassification,
     CDTMPreTrainedModel,
@@ -12,7 +12,7 @@ from .modeling_cdtm import (
 )
 from .presets import BACKBONE_PRESETS, BackbonePreset
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 AutoConfig.register("cdtm", CDTMConfig, exist_ok=True)
 AutoModelForImageClassification.register(CDTMConfig, CDTMForImageClassification, exist_ok=True)
@@ -35,4 +35,5 @@ __all__ = [
     "CDTMPreTrainedModel",
     "ClusterCenterAttention",
     "CrossDomainTransferModule",
+    "to_rgb_image",
 ]

@@ -16,14 +16,14 @@ import tarfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 __all__ = [
     "BREAKHIS_REAL_COUNTS",
@@ -35,13 +35,17 @@ __all__ = [
     "make_breakhis_tree",
     "make_cbis_ddsm_tree",
     "make_chexpert_tree",
+    "make_cbis_ddsm_nbia_tree",
     "make_hcrf_tree",
+    "make_imagefolder_tree",
     "make_isic2019_tree",
     "make_tar_gz",
     "make_zip",
     "manifest",
     "prepare",
+    "write_dicom",
     "write_image",
+    "write_mask_image",
 ]
 
 
@@ -62,7 +66,85 @@ def image_bytes(fmt: str = "PNG", size: int = 8, seed: int = 0, mode: str = "RGB
 
 def _fmt_for(path: Path) -> str:
     ext = path.suffix.lower()
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}[ext]
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+    return {**formats, ".webp": "WEBP"}[ext]
+
+
+def mask_array(size: int = 32, seed: int = 0) -> np.ndarray:
+    """A binary ROI mask (0 / 255): one block aligned to the 8x8 JPEG grid, so JPEG keeps it (almost) binary."""
+    arr = np.zeros((size, size), dtype=np.uint8)
+    o = 8 * (seed % 2)
+    arr[o : o + size // 2, 8 : 8 + size // 2] = 255
+    return arr
+
+
+def gray_array(size: int = 32, seed: int = 0) -> np.ndarray:
+    """A grayscale 'tissue' image: values spread over the middle of the range (never binary-looking)."""
+    rng = np.random.default_rng(seed)
+    return (60 + rng.random((size, size)) * 140).astype(np.uint8)
+
+
+def write_mask_image(path: PathLike, size: int = 32, seed: int = 0) -> Path:
+    """Write a binary ROI mask image (format from the extension)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask_array(size, seed)).save(path, format=_fmt_for(path))
+    return path
+
+
+def write_gray_image(path: PathLike, size: int = 32, seed: int = 0) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(gray_array(size, seed)).save(path, format=_fmt_for(path))
+    return path
+
+
+def write_16bit_image(path: PathLike, size: int = 16, high: int = 40000) -> Path:
+    """A 16-bit grayscale gradient (PIL mode I;16) from 1000 to ``high``: turns all white under convert("RGB")."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.linspace(1000, high, size * size).reshape(size, size).astype(np.uint16)
+    Image.fromarray(arr).save(path, format=_fmt_for(path))
+    return path
+
+
+def write_dicom(
+    path: PathLike,
+    pixels: np.ndarray,
+    series_description: str = "",
+    series_uid: str = "1.2.3",
+    patient_id: str = "P_00001",
+) -> Path:
+    """Write a minimal monochrome DICOM file with pydicom (no network; the test skips without pydicom)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.ascontiguousarray(pixels.astype(np.uint16))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.SeriesInstanceUID, ds.Modality = patient_id, series_uid, "MG"
+    if series_description:
+        ds.SeriesDescription = series_description
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_image(path: PathLike, size: int = 8, seed: int = 0, mode: str = "RGB") -> Path:
@@ -81,7 +163,7 @@ def corrupt_file(path: PathLike, keep: float = 0.5) -> Path:
     return path
 
 
-def make_tar_gz(src: PathLike, out: PathLike, arcname: Optional[str] = None) -> Path:
+def make_tar_gz(src: PathLike, out: PathLike, arcname: str | None = None) -> Path:
     """``tar czf out -C dirname(src) basename(src)``."""
     src, out = Path(src), Path(out)
     with tarfile.open(out, "w:gz", compresslevel=1) as tar:
@@ -136,7 +218,7 @@ BREAKHIS_REAL_PATIENTS: dict[str, int] = {"A": 4, "F": 10, "PT": 3, "TA": 7, "DC
 def make_breakhis_tree(
     root: PathLike,
     scale: str = "small",
-    patients: Optional[dict[str, int]] = None,
+    patients: dict[str, int] | None = None,
     images_per_patient: int = 2,
     magnifications: Sequence[int] = (40, 100, 200, 400),
     seed: int = 0,
@@ -197,14 +279,24 @@ def make_hcrf_tree(
     n_abnormal: int = 30,
     class_dirs: tuple[str, str] = ("Normal", "Abnormal"),
     ext: str = ".png",
+    image_subdir: str | None = None,
+    mask_subdir: str | None = None,
 ) -> dict:
-    """Write ``<root>/<Normal>/*.png`` and ``<root>/<Abnormal>/*.png``."""
+    """Write ``<root>/<Normal>/*.png`` and ``<root>/<Abnormal>/*.png``.
+
+    With ``image_subdir``/``mask_subdir`` (the lab's releases with masks): ``<class>/<image_subdir>/<name>`` and,
+    for the abnormal class, a binary mask of the same name in ``<Abnormal>/<mask_subdir>/``.
+    """
     root = Path(root)
-    files = {"normal": [], "abnormal": []}
+    files: dict[str, list] = {"normal": [], "abnormal": []}
+    masks = []
     for key, dname, n in (("normal", class_dirs[0], n_normal), ("abnormal", class_dirs[1], n_abnormal)):
+        folder = root / dname / image_subdir if image_subdir else root / dname
         for i in range(n):
-            files[key].append(write_image(root / dname / f"{key}_{i:04d}{ext}", seed=i))
-    return {"root": root, "files": files}
+            files[key].append(write_image(folder / f"{key}_{i:04d}{ext}", seed=i))
+            if mask_subdir and key == "abnormal":
+                masks.append(write_mask_image(root / dname / mask_subdir / f"{key}_{i:04d}{ext}", seed=i))
+    return {"root": root, "files": files, "masks": masks}
 
 
 # --------------------------------------------------------------------------- ISIC 2019
@@ -213,7 +305,7 @@ ISIC_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
 
 def make_isic2019_tree(
     root: PathLike,
-    per_class: Optional[dict[str, int]] = None,
+    per_class: dict[str, int] | None = None,
     with_metadata: bool = True,
     images_per_lesion: int = 2,
     seed: int = 0,
@@ -276,6 +368,8 @@ def make_cbis_ddsm_tree(
     n_patients: int = 16,
     test_fraction: float = 0.25,
     seed: int = 0,
+    shared_roi_series: bool = False,
+    blank_descriptions: int = 0,
 ) -> dict:
     """Write the Kaggle JPEG layout: ``csv/*.csv`` (+ ``dicom_info.csv``) and ``jpeg/<uid>/*.jpg``.
 
@@ -283,6 +377,12 @@ def make_cbis_ddsm_tree(
     every fourth patient two masses on the same mammogram); pathologies cycle through
     MALIGNANT / BENIGN / BENIGN_WITHOUT_CALLBACK.  The last ``test_fraction`` of
     patients go to the official ``*_test_set.csv`` files.
+
+    ``shared_roi_series=True`` mirrors the real release: a crop and its binary ROI mask share one
+    ``jpeg/<series uid>/`` folder (``1-1.jpg``/``1-2.jpg``, the crop first or second), and the CSV's cropped and
+    ROI paths carry the same series uid.  ``blank_descriptions=n`` empties ``SeriesDescription`` in
+    ``dicom_info.csv`` for the rows of the first ``n`` such series (and of the first ``n`` full mammograms).
+    Returns ``"crop_files"``: the relative paths of the true crops.
     """
     root = Path(root)
     pathologies = ["MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT"]
@@ -291,14 +391,41 @@ def make_cbis_ddsm_tree(
     dicom_rows = []
     uid = 0
     crops: dict[str, str] = {}
+    crop_files: set[str] = set()
+    blanks = {"shared": 0, "full": 0}
 
-    def new_series(desc: str, file_name: str, pid_tag: str):
+    def uids():
         nonlocal uid
         uid += 1
-        study, series = f"1.3.6.1.4.1.9590.100.1.2.{uid}1", f"1.3.6.1.4.1.9590.100.1.2.{uid}2"
+        return f"1.3.6.1.4.1.9590.100.1.2.{uid}1", f"1.3.6.1.4.1.9590.100.1.2.{uid}2"
+
+    def desc_for(desc: str, kind: str) -> str:
+        return "" if blanks[kind] <= blank_descriptions and blank_descriptions else desc
+
+    def new_series(desc: str, file_name: str, pid_tag: str):
+        study, series = uids()
         jpeg_rel = f"jpeg/{series}/{file_name}"
-        write_image(root / jpeg_rel, seed=uid, mode="L")
+        if desc == "full mammogram images":
+            blanks["full"] += 1
+            write_gray_image(root / jpeg_rel, seed=uid)
+            desc = desc_for(desc, "full")
+        else:
+            write_image(root / jpeg_rel, seed=uid, mode="L")
+            if desc == "cropped images":
+                crop_files.add(jpeg_rel)
         dicom_rows.append([f"CBIS-DDSM/{jpeg_rel}", f"CBIS-DDSM/{jpeg_rel}", pid_tag, desc, series, study])
+        return study, series
+
+    def shared_series(pid_tag: str):
+        study, series = uids()
+        blanks["shared"] += 1
+        crop_name, mask_name = ("1-1.jpg", "1-2.jpg") if uid % 2 else ("1-2.jpg", "1-1.jpg")
+        write_gray_image(root / "jpeg" / series / crop_name, seed=uid)
+        write_mask_image(root / "jpeg" / series / mask_name, seed=uid)
+        crop_files.add(f"jpeg/{series}/{crop_name}")
+        for name, desc in ((crop_name, "cropped images"), (mask_name, "ROI mask images")):
+            rel = f"CBIS-DDSM/jpeg/{series}/{name}"
+            dicom_rows.append([rel, rel, pid_tag, desc_for(desc, "shared"), series, study])
         return study, series
 
     full_labels: dict[str, int] = {}
@@ -315,9 +442,13 @@ def make_cbis_ddsm_tree(
             # every 4th patient has two masses on the same mammogram (as in the real CSVs)
             n_findings = 2 if (a == "mass" and p % 4 == 1) else 1
             for f in range(n_findings):
-                cstudy, cseries = new_series("cropped images", "1-2.jpg", f"{tag}_{f + 1}")
-                # the ROI mask lives in its own series in this fixture
-                mstudy, mseries = new_series("ROI mask images", "1-1.jpg", f"{tag}_{f + 1}")
+                if shared_roi_series:
+                    cstudy, cseries = shared_series(f"{tag}_{f + 1}")
+                    mstudy, mseries = cstudy, cseries
+                else:
+                    cstudy, cseries = new_series("cropped images", "1-2.jpg", f"{tag}_{f + 1}")
+                    # the ROI mask lives in its own series in this variant
+                    mstudy, mseries = new_series("ROI mask images", "1-1.jpg", f"{tag}_{f + 1}")
                 pathology = pathologies[(p + (a == "calc") + f) % len(pathologies)]
                 crop_path = f"{tag}_{f + 1}/{cstudy}/{cseries}/000001.dcm"
                 crops[crop_path] = pathology
@@ -344,8 +475,66 @@ def make_cbis_ddsm_tree(
         "n_test_rows": n_test_rows,
         "test_patients": test_pids,
         "crops": crops,
+        "crop_files": crop_files,
         "full_labels": full_labels,
     }
+
+
+def make_cbis_ddsm_nbia_tree(root: PathLike, n_patients: int = 8, no_description: int = 1) -> dict:
+    """Write CBIS-DDSM as TCIA's NBIA Data Retriever saves it, with the four case CSVs beside it.
+
+    ``<root>/manifest-1600000000000/metadata.csv`` (``Series UID``, ..., ``File Location``, NBIA's columns) and
+    ``<root>/manifest-1600000000000/CBIS-DDSM/<case>/<date>-DDSM-NA-<n>/1.000000-<series description>-<n>/1-<k>.dcm``.
+    Each ROI series holds the crop and its binary mask as ``1-1.dcm``/``1-2.dcm`` in alternating order; their DICOM
+    ``SeriesDescription`` tells them apart, except in the first ``no_description`` series (pixel statistics then).
+    The CSV paths are TCIA's UID paths (``<case>/<study uid>/<series uid>/00000<k>.dcm``), which do not exist on disk.
+    Returns ``crop_files``/``full_files`` (relative to ``root``) and the row counts.
+    """
+    root = Path(root)
+    top = root / "manifest-1600000000000"
+    header = ["Series UID", "Collection", "3rd Party Analysis", "Data Description URI", "Subject ID", "Study UID",
+              "Study Description", "Study Date", "Series Description", "Manufacturer", "Modality", "SOP Class Name",
+              "SOP Class UID", "Number of Images", "File Size", "File Location", "Download Timestamp"]  # fmt: skip
+    meta_rows, tables = [], {f"{a}_case_description_{s}_set.csv": [] for a in ("mass", "calc") for s in ("train", "test")}
+    crop_files, full_files, n = set(), set(), 0
+
+    def series(case: str, desc: str, images: list[tuple[np.ndarray, str]]) -> tuple[str, str, list[str]]:
+        nonlocal n
+        n += 1
+        study, uid = f"1.3.6.1.4.1.9590.100.1.2.{n}1", f"1.3.6.1.4.1.9590.100.1.2.{n}2"
+        location = f"CBIS-DDSM/{case}/07-20-2016-DDSM-NA-{74990 + n}/1.000000-{desc}-{24510 + n}"
+        files = []
+        for k, (pixels, file_desc) in enumerate(images, start=1):
+            rel = f"{top.name}/{location}/1-{k}.dcm"
+            write_dicom(root / rel, pixels, file_desc, uid, case.split("_")[1] + "_" + case.split("_")[2])
+            files.append(rel)
+        meta_rows.append([uid, "CBIS-DDSM", "NO", "", case, study, "", "07-20-2016", desc, "", "MG", "", "",
+                          len(images), "1 MB", ".\\" + location.replace("/", "\\"), ""])  # fmt: skip
+        return study, uid, files
+
+    for p in range(n_patients):
+        pid = f"P_{p * 3 + 1:05d}"
+        split = "test" if p >= n_patients - 2 else "train"
+        a = "mass" if p % 2 == 0 else "calc"
+        case = f"{'Mass' if a == 'mass' else 'Calc'}-{'Training' if split == 'train' else 'Test'}_{pid}_LEFT_CC"
+        full = gray_array(64, p).astype(np.uint16) * 200  # 16-bit range (12000-40000)
+        fstudy, fuid, ffiles = series(case, "full mammogram images", [(full, "full mammogram images")])
+        full_files.update(ffiles)
+        crop, mask = (gray_array(24, p + 100), "cropped images"), (mask_array(32, p), "ROI mask images")
+        if p < no_description:  # no SeriesDescription in the files of the first series: pixel statistics
+            crop, mask = (crop[0], ""), (mask[0], "")
+        images = [crop, mask] if p % 2 else [mask, crop]
+        cstudy, cuid, cfiles = series(f"{case}_1", "ROI mask images", images)
+        crop_files.add(cfiles[0 if p % 2 else 1])
+        pathology = ["MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"][p % 3]
+        row = [pid, 2, "LEFT", "CC", 1, a, "OVAL", "CIRCUMSCRIBED", 3, pathology, 4,
+               f"{case}/{fstudy}/{fuid}/000000.dcm", f"{case}_1/{cstudy}/{cuid}/000000.dcm",
+               f"{case}_1/{cstudy}/{cuid}/000001.dcm"]  # fmt: skip
+        tables[f"{a}_case_description_{split}_set.csv"].append(row)
+    _write_csv(top / "metadata.csv", header, meta_rows)
+    for name, rows in tables.items():
+        _write_csv(root / name, CBIS_COLUMNS, rows)
+    return {"root": root, "crop_files": crop_files, "full_files": full_files, "n_rows": n_patients}
 
 
 # --------------------------------------------------------------------------- CheXpert
@@ -357,8 +546,13 @@ CHEXPERT_OBSERVATIONS = [
 CHEXPERT_COMPETITION = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 
 
-def make_chexpert_tree(root: PathLike, n_train_patients: int = 24, n_valid_patients: int = 8, seed: int = 0) -> dict:
+def make_chexpert_tree(
+    root: PathLike, n_train_patients: int = 24, n_valid_patients: int = 8, seed: int = 0, mirror: bool = False
+) -> dict:
     """Write ``CheXpert-v1.0-small/{train,valid}.csv`` and the referenced JPEGs.
+
+    ``mirror=True`` writes the widely used mirror instead: ``train.csv valid.csv train/ valid/`` directly in
+    ``root`` (no ``CheXpert-v1.0-small/`` folder), while ``Path`` still begins with ``CheXpert-v1.0-small/``.
 
     Each patient has one study with a frontal view (and every third patient also a
     lateral view).  Observation values cycle deterministically through 1, 0, -1 and
@@ -366,7 +560,7 @@ def make_chexpert_tree(root: PathLike, n_train_patients: int = 24, n_valid_patie
     as dicts (``"rows"``: {"train": [...], "valid": [...]}) so tests can recompute labels.
     """
     root = Path(root)
-    base = root / "CheXpert-v1.0-small"
+    base = root if mirror else root / "CheXpert-v1.0-small"
     rng = np.random.default_rng(seed)
     header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"] + CHEXPERT_OBSERVATIONS
     out_rows: dict[str, list[dict]] = {"train": [], "valid": []}
@@ -378,7 +572,7 @@ def make_chexpert_tree(root: PathLike, n_train_patients: int = 24, n_valid_patie
             views = [("frontal", "Frontal", "AP")] + ([("lateral", "Lateral", "")] if pid % 3 == 0 else [])
             for v, (vname, fl, appa) in enumerate(views, start=1):
                 rel = f"CheXpert-v1.0-small/{split}/patient{pid:05d}/study1/view{v}_{vname}.jpg"
-                write_image(root / rel, seed=pid + v, mode="L")
+                write_image(base / rel.split("/", 1)[1], seed=pid + v, mode="L")
                 values = {}
                 for j, obs in enumerate(CHEXPERT_OBSERVATIONS):
                     choices = [1.0, 0.0, -1.0, None] if split == "train" else [1.0, 0.0]
@@ -389,6 +583,29 @@ def make_chexpert_tree(root: PathLike, n_train_patients: int = 24, n_valid_patie
         _write_csv(base / f"{split}.csv", header, [[("" if r[h] is None else r[h]) for h in header] for r in rows])
         out_rows[split] = rows
     return {"root": root, "base": base, "rows": out_rows}
+
+
+# --------------------------------------------------------------------------- imagefolder
+def make_imagefolder_tree(
+    root: PathLike,
+    per_class: dict[str, int] | None = None,
+    splits: Sequence[str] | None = ("train", "validation", "test"),
+    ext: str = ".png",
+) -> dict:
+    """Write ``<root>/<split>/<class>/<class>_<i>.png`` (``splits=None``: ``<root>/<class>/...``).
+
+    ``per_class`` maps class -> images per split folder (default ``{"benign": 4, "malignant": 4}``).
+    """
+    root = Path(root)
+    per_class = per_class or {"benign": 4, "malignant": 4}
+    files: dict[str, list[Path]] = {}
+    for split in splits or [None]:
+        folder = root / split if split else root
+        for c, n in per_class.items():
+            for i in range(n):
+                p = write_image(folder / c / f"{c}_{i:03d}{ext}", size=8, seed=i + 3 * len(c))
+                files.setdefault(split or "all", []).append(p)
+    return {"root": root, "files": files}
 
 
 # --------------------------------------------------------------------------- builder helper

@@ -4,15 +4,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import importlib.util  # noqa: E402
+import logging  # noqa: E402
 import shutil  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 try:
-    from data_fixtures import make_cbis_ddsm_tree, manifest, prepare, write_image
+    from data_fixtures import make_cbis_ddsm_nbia_tree, make_cbis_ddsm_tree, manifest, prepare, write_image
 except ImportError:  # tests/ is a package
-    from tests.data_fixtures import make_cbis_ddsm_tree, manifest, prepare, write_image
+    from tests.data_fixtures import make_cbis_ddsm_nbia_tree, make_cbis_ddsm_tree, manifest, prepare, write_image
 
 from cdtm_hf.data import (  # noqa: E402
     CBISDDSM,
@@ -112,3 +114,51 @@ def test_direct_paths_png_and_dicom(tmp_path):
 def test_data_dir_required(tmp_path):
     with pytest.raises(DataDirRequiredError, match="cancerimagingarchive"):
         prepare(CBISDDSM, None, tmp_path)
+
+
+def test_tcia_nbia_download_crop_told_from_mask_by_description_or_pixels(tmp_path):
+    """Item 1: the NBIA Data Retriever's descriptive folders + metadata.csv; crop and mask share a series folder."""
+    pytest.importorskip("pydicom")
+    from cdtm_hf.image_processing_cdtm import to_rgb_image
+
+    tree = make_cbis_ddsm_nbia_tree(tmp_path / "tcia", n_patients=8, no_description=2)
+    builder, ds = prepare(CBISDDSM, tree["root"], tmp_path / "c1", split_strategy="official")
+    files = {f for s in ds for f in ds[s]["file"]}
+    assert files == tree["crop_files"]  # never the ROI mask, whichever of 1-1.dcm / 1-2.dcm it is
+    m = manifest(builder)
+    assert "NBIA" in m["layout"] and m["num_skipped"] == 0 and m["grouping"] == "patient"
+    assert m["notes"]["resolved_by"] == {"metadata.csv, description": 6, "metadata.csv, pixel statistics": 2}
+    assert len(ds["test"]) == 2
+    builder, ds = prepare(CBISDDSM, tree["root"], tmp_path / "c2", config_name="full", split_strategy="official")
+    assert {f for s in ds for f in ds[s]["file"]} == tree["full_files"]
+    rgb = np.asarray(to_rgb_image(ds["train"][0]["image"]))  # 16-bit DICOM -> 16-bit PNG -> 8-bit RGB
+    assert rgb.max() == 255 and len(np.unique(rgb)) > 100
+
+
+def test_kaggle_rows_with_empty_series_description(tmp_path, caplog):
+    """Item 2: dicom_info.csv rows with an empty SeriesDescription fall back to the folder and the pixels."""
+    tree = make_cbis_ddsm_tree(tmp_path / "kaggle", n_patients=12, shared_roi_series=True, blank_descriptions=4)
+    builder, ds = prepare(CBISDDSM, tree["root"], tmp_path / "c1")
+    files = {f for s in ds for f in ds[s]["file"]}
+    assert len(files) == tree["n_rows"] and files <= tree["crop_files"]
+    m = manifest(builder)
+    assert m["num_skipped"] == 0 and "Kaggle" in m["layout"]
+    assert m["notes"]["resolved_by"]["jpeg/<series uid>, pixel statistics"] == 4
+    _, full = prepare(CBISDDSM, tree["root"], tmp_path / "c2", config_name="full")
+    assert sum(len(full[s]) for s in full) == len(tree["full_labels"])
+
+    # a series holding only its mask: the row is named in the error, or skipped and named in log and manifest
+    root = tmp_path / "copy"
+    shutil.copytree(tree["root"], root)
+    victim = sorted(tree["crop_files"])[0]
+    (root / victim).unlink()
+    with pytest.raises(DatasetLayoutError, match=r"could not be found.*no cropped image.*skip_corrupt=True"):
+        prepare(CBISDDSM, root, tmp_path / "c3")
+    with caplog.at_level(logging.WARNING):
+        builder, ds = prepare(CBISDDSM, root, tmp_path / "c4", skip_corrupt=True)
+    m = manifest(builder)
+    assert m["num_skipped"] == 1 and sum(len(ds[s]) for s in ds) == tree["n_rows"] - 1
+    (skipped,) = m["skipped"]
+    series_uid = victim.split("/")[1]
+    assert series_uid in skipped["path"] and "no cropped image" in skipped["reason"]
+    assert series_uid in caplog.text

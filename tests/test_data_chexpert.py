@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import logging  # noqa: E402
 import shutil  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -16,6 +17,7 @@ except ImportError:  # tests/ is a package
 
 from cdtm_hf.data import (  # noqa: E402
     CheXpert,
+    CorruptImageError,
     DataDirRequiredError,
     DatasetLayoutError,
     MissingColumnError,
@@ -103,3 +105,34 @@ def test_zip_input_and_errors(tree, tmp_path):
         prepare(CheXpert, root, tmp_path / "c3")
     with pytest.raises(ValueError, match="uncertainty_policy"):
         CheXpert(data_dir=str(root), cache_dir=str(tmp_path), uncertainty_policy="maybe")
+
+
+@pytest.mark.parametrize("variant", ["mirror", "renamed"])
+def test_mirror_and_renamed_release_folder(tmp_path, caplog, variant):
+    """Item 3: train.csv/valid.csv/train/valid at the top (or a renamed release folder), Path still begins with
+    CheXpert-v1.0-small/."""
+    if variant == "mirror":
+        tree = make_chexpert_tree(tmp_path / "chexpert-mirror", n_train_patients=12, n_valid_patients=4, mirror=True)
+        data_dir = tree["root"]
+    else:
+        tree = make_chexpert_tree(tmp_path / "release", n_train_patients=12, n_valid_patients=4)
+        data_dir = tmp_path / "release" / "my_chexpert"
+        tree["base"].rename(data_dir)
+    with caplog.at_level(logging.INFO, logger="cdtm_hf"):
+        builder, ds = prepare(CheXpert, data_dir, tmp_path / "cache", split_strategy="official")
+    rows = tree["rows"]["train"] + tree["rows"]["valid"]
+    assert sorted(f for s in ds for f in ds[s]["file"]) == sorted(r["Path"] for r in rows)
+    assert all(f.startswith("CheXpert-v1.0-small/valid/") for f in ds["test"]["file"])
+    layout = manifest(builder)["layout"]
+    assert "first component" in layout and "first component" in caplog.text
+    assert ds["train"][0]["image"].size == (8, 8)
+
+
+def test_missing_image_is_not_called_corrupt(tree, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(tree["root"], root)
+    victim = sorted((root / "CheXpert-v1.0-small" / "train").rglob("*.jpg"))[0]
+    victim.unlink()
+    with pytest.raises(CorruptImageError, match=r"1 image file\(s\) listed by the dataset do not exist.*layout found") as err:
+        prepare(CheXpert, root, tmp_path / "c1")
+    assert str(victim) in str(err.value) and "Re-download" not in str(err.value)

@@ -70,3 +70,16 @@ def test_wrong_layout(tmp_path):
 def test_data_dir_required(tmp_path):
     with pytest.raises(DataDirRequiredError, match="Mendeley"):
         prepare(HCRF, None, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("subdirs", [("image", "label"), ("Images", "Masks")])
+def test_image_and_mask_subfolders(tmp_path, subdirs):
+    """Item 5: <class>/image + <class>/label (or mask): a mask is never an image, a folder name never a patient."""
+    info = make_hcrf_tree(tmp_path / "data", n_normal=6, n_abnormal=9, image_subdir=subdirs[0], mask_subdir=subdirs[1])
+    builder, ds = prepare(HCRF, tmp_path / "data", tmp_path / "cache", config_name="full")
+    files = sorted(f for s in ds for f in ds[s]["file"])
+    assert len(files) == 15 and all(f"/{subdirs[0]}/" in f for f in files)
+    assert not {pid for s in ds for pid in ds[s]["patient_id"]} & {subdirs[0], subdirs[1]}
+    m = manifest(builder)
+    assert m["grouping"] == "image" and m["notes"]["excluded_masks"] == len(info["masks"]) == 9
+    assert {c: sum(m["counts"][s][c] for s in m["counts"]) for c in ("normal", "abnormal")} == {"normal": 6, "abnormal": 9}

@@ -431,7 +431,8 @@ def generate_model_card(
         backbone=backbone, use_cdtm=use_cdtm, mode=report.get("finetune_mode"), dataset=report.get("dataset"),
         dataset_config=report.get("dataset_config"), builder=builder,
         dataset_link=_dataset_link(builder) if builder else f"`{report.get('dataset')}`", split=split_facts(report),
-        counts_table=_counts_table(manifest), num_skipped=manifest.get("num_skipped", len(manifest.get("skipped") or [])),
+        counts_table=_counts_table(manifest),
+        num_skipped=manifest.get("num_skipped", len(manifest.get("skipped") or [])),
         num_labels=len(labels), num_test_examples=report.get("num_test_examples", "?"),
         confusion_image=(checkpoint_dir / CONFUSION_MATRIX_NAME).is_file(),
         details_table=_details_table(config, backbone, labels, use_cdtm),
@@ -462,7 +463,8 @@ def write_model_card(
         license (`str`, *optional*, defaults to `"apache-2.0"`): the card's license identifier.
     """
     path = Path(output_dir) / CARD_NAME
-    generate_model_card(output_dir, report, repo_id=repo_id, paper_reference=paper_reference, license=license).save(path)
+    card = generate_model_card(output_dir, report, repo_id=repo_id, paper_reference=paper_reference, license=license)
+    card.save(path)
     return path
 
 
@@ -500,7 +502,8 @@ PUBLISHED_RECIPES: tuple[Recipe, ...] = (
            "/path/to/BreaKHis_v1.tar.gz", "Table IV", "ConvNeXt-B-CDTM-SFT"),
     Recipe("convnextb-laion2b-cdtm-hcrf", "convnextb.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V",
            "ConvNeXt-B-CDTM-SFT"),
-    Recipe("vitb-laion2b-cdtm-hcrf", "vitb16.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V", "ViT-B-CDTM-SFT"),
+    Recipe("vitb-laion2b-cdtm-hcrf", "vitb16.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V",
+           "ViT-B-CDTM-SFT"),
 )
 
 

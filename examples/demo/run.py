@@ -1,7 +1,7 @@
 """The offline demo: real ImageNet weights -> real histology tiles, every fine-tuning mode, in minutes on a CPU.
 
     python examples/demo --output_dir demo_out            # the full demo (about 1.5 min on 2 CPU cores)
-    python examples/demo --output_dir demo_out --quick    # a smoke run (CI): tiny sizes, two steps per stage
+    python examples/demo --output_dir demo_out --quick    # a smoke run (CI): tiny sizes, one epoch per stage
 
 With nothing downloaded it
 
@@ -83,12 +83,11 @@ class DemoSettings:
     learning_rate: float = 1e-3  # every row; the official lr / 10 for stage 2 gets nowhere in 6 epochs
     stage2_learning_rate: float = 1e-3
     batch_size: int = 16
-    max_steps: int = -1  # > 0: optimizer steps per stage (quick mode)
     seed: int = 0
 
 
-QUICK_SETTINGS = DemoSettings(image_size=64, tile_size=32, max_tiles_per_class=10, num_centers=8, epochs=1,
-                              stage1_epochs=1, stage2_epochs=1, warmup_epochs=0, batch_size=8, max_steps=2)
+QUICK_SETTINGS = DemoSettings(image_size=64, tile_size=32, max_tiles_per_class=10, num_centers=8, epochs=1.0,
+                              stage1_epochs=1.0, stage2_epochs=1.0, warmup_epochs=0.0)  # 2 steps an epoch
 
 
 def _clear(path: Path) -> None:
@@ -113,7 +112,7 @@ def _training_arguments(row: DemoRow, run_dir: Path, feature_cache: Path, s: Dem
     return CDTMTrainingArguments(
         output_dir=str(run_dir), finetune_mode=row.finetune_mode, num_train_epochs=s.epochs,
         stage1_epochs=s.stage1_epochs, stage2_epochs=s.stage2_epochs, warmup_epochs=s.warmup_epochs,
-        learning_rate=s.learning_rate, stage2_learning_rate=s.stage2_learning_rate, max_steps=s.max_steps,
+        learning_rate=s.learning_rate, stage2_learning_rate=s.stage2_learning_rate,
         per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=64,
         feature_cache=True, feature_cache_dir=str(feature_cache),  # LP, LP + CDTM and SFT stage 1 share the tokens
         augment=False, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch", save_total_limit=1,
@@ -215,7 +214,7 @@ def run_demo(output_dir: str | Path = "demo_out", *, quick: bool = False, rows: 
     Args:
         output_dir (`str` or `Path`): earlier demo outputs there (and only those) are replaced; the converted weights
             in `<output_dir>/weights` are reused.
-        quick (`bool`): the CI smoke run (:data:`QUICK_SETTINGS`: 32 px tiles, 64 px inputs, two steps per stage).
+        quick (`bool`): the CI smoke run (:data:`QUICK_SETTINGS`: 32 px tiles, 64 px inputs, one epoch of 2 steps per stage).
         rows (`Sequence[str]`, *optional*): a subset of :data:`DEMO_ROWS` by slug; the reload uses `sft_cdtm`, else the
             last row run.
         sources (`Sequence[str]`, *optional*): tissue sources (classes); default every installed one.
@@ -358,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline CDTM demo: real ImageNet EfficientNet-Lite0 weights fine-tuned on real histology tiles "
         "(scratch, LP, LP + CDTM, FFT, SFT + CDTM), then a reload and a pipeline prediction. Nothing is downloaded.")
     parser.add_argument("--output_dir", default="demo_out", help="where everything is written (default: demo_out)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, two steps per stage (CI)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one epoch of 2 steps per stage (CI)")
     parser.add_argument("--rows", nargs="+", choices=[r.slug for r in DEMO_ROWS], metavar="ROW",
                         help=f"run only these rows: {', '.join(r.slug for r in DEMO_ROWS)} (default: all)")
     parser.add_argument("--sources", nargs="+", choices=list(TISSUE_SOURCES), metavar="SOURCE",

@@ -172,7 +172,8 @@ def split_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     `kind` is `"random"` (the paper's split, or a random one), `"patient"` (strategy and recorded grouping both
     "patient", and no group in several splits: the only kind described as keeping each patient in one split),
     `"image"` (one group per image, as a builder falls back to without patient ids), `"folders"`, `"official"`, or
-    `"other"`.
+    `"other"`. The run's free-text `split.description` is not repeated: the card words the split from these facts
+    alone, so that it cannot claim more than they show.
     """
     split = dict(report.get("split") or {})
     manifest = split.get("manifest") or {}
@@ -189,7 +190,7 @@ def split_facts(report: Mapping[str, Any]) -> dict[str, Any]:
         kind = "other"
     ratios = manifest.get("ratios") or (builder.DEFAULT_RATIOS if builder else None)
     return {
-        "kind": kind, "strategy": strategy, "grouping": grouping, "how": split.get("description") or "",
+        "kind": kind, "strategy": strategy, "grouping": grouping,
         "ratios": ":".join(_fmt(float(r)) for r in ratios) if ratios else "",
         "has_patient_ids": builder is None or builder.HAS_PATIENT_IDS,
         "dataset_name": builder.DISPLAY_NAME if builder else (report.get("dataset") or "the data set"),

@@ -274,14 +274,8 @@ def build_model(model_args: ModelArguments, names: list[str], multi_label: bool 
         mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
     )
-    try:
-        return CDTMForImageClassification.from_backbone(config)
-    except OSError as error:  # e.g. huggingface_hub's LocalEntryNotFoundError offline
-        raise OSError(
-            f"the pretrained weights of backbone {model_args.backbone!r} ({config.backbone}) could not be loaded: "
-            f"{error}. Connect once to download them, pass --backbone_pretrained_file <local weights file>, or "
-            "--no_backbone_pretrained for random weights"
-        ) from error
+    # offline without the weights, the core names the backbone and the remedies (BackboneWeightsError)
+    return CDTMForImageClassification.from_backbone(config)
 
 
 def method_name(model: CDTMForImageClassification, finetune_mode: str | None) -> str:

@@ -26,6 +26,9 @@ def test_breakhis_builder_through_run_finetuning(tmp_path):
     assert report["labels"] == ["ductal_carcinoma", "lobular_carcinoma", "mucinous_carcinoma", "papillary_carcinoma"]
     saved = json.loads((tmp_path / "out" / "test_results.json").read_text())
     assert saved["split_strategy"] == "patient" and saved["dataset"] == "breakhis"
+    assert saved["split"]["grouping"] == "patient" and "no patient" in saved["split"]["description"]
+    manifest = json.loads((tmp_path / "out" / "split_manifest.json").read_text())
+    assert manifest == saved["split"]["manifest"] and manifest["split_strategy"] == "patient"
     assert (tmp_path / "out" / "confusion_matrix.png").exists()
     assert not (tmp_path / "out" / "training_args.bin").exists(), "the published folder must hold no pickle"
 

@@ -15,9 +15,12 @@ import _timing  # noqa: F401  (sets HF_HUB_OFFLINE)
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments, TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers import (
+    Trainer, TimmWrapperConfig, TimmWrapperForImageClassification, TrainerCallback, TrainingArguments,
+)
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
+from cdtm_hf.reporting import format_number, markdown_table
 from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
 
 
@@ -51,11 +54,13 @@ def main():
     args = parser.parse_args()
     data = dataset(args.batch * args.steps, 224)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.backbone}, batch {args.batch}")
-    print("| optimizer (both sides) | HF Trainer + TimmWrapper, FFT (s/step) | CDTMTrainer, SFT stage 2 (s/step) | ratio |")
-    print("|---|---|---|---|")
+    rows = []
     for optim in args.optims:
         ours_t, ref_t = measure(args, data, optim)
-        print(f"| {optim} | {ref_t:.3f} | {ours_t:.3f} | {ours_t / ref_t:.3f}x |")
+        ratio = format_number(ours_t / ref_t, 3, suffix="x")
+        rows.append([optim, format_number(ref_t, 3), format_number(ours_t, 3), ratio])
+    print(markdown_table(["optimizer (both sides)", "HF Trainer + TimmWrapper, FFT (s/step)",
+                          "CDTMTrainer, SFT stage 2 (s/step)", "ratio"], rows))
     print("target: ratio <= 1.10 (CDTMTrainingArguments defaults to adamw_torch_fused)")
 
 
@@ -78,7 +83,8 @@ def measure(args, data, optim):
                                                               remove_unused_columns=False, **common),
                       train_dataset=data, callbacks=[ref_timer])
         ref.train()
-    return statistics.median(ours_timer.times[args.warmup_steps:]), statistics.median(ref_timer.times[args.warmup_steps:])
+    skip = args.warmup_steps
+    return statistics.median(ours_timer.times[skip:]), statistics.median(ref_timer.times[skip:])
 
 
 if __name__ == "__main__":

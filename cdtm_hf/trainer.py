@@ -47,11 +47,9 @@ STAGE_RECORD_KEYS = (
 
 def _parse_norm_eval(value: Any) -> str | bool:
     """`backbone_norm_eval` from Python or a command line / grid file: "auto", a bool, or "true"/"false"."""
-    if isinstance(value, bool) or value == "auto":
-        return value
-    text = str(value).strip().lower()
-    if text in ("auto", "true", "false", "1", "0", "yes", "no"):
-        return "auto" if text == "auto" else text in ("true", "1", "yes")
+    text = value if isinstance(value, bool) else str(value).strip().lower()
+    if isinstance(text, bool) or text in ("auto", "true", "false", "1", "0", "yes", "no"):
+        return text if text in (True, False, "auto") else text in ("true", "1", "yes")
     raise ValueError(
         f"backbone_norm_eval {value!r} is not one of: auto, True, False; use auto (fixed BatchNorm statistics after "
         "a frozen stage), True (always while the backbone trains) or False (never)"
@@ -265,9 +263,6 @@ class CDTMTrainer(Trainer):
                 staged.logging_dir = callback.logging_dir or os.path.join(self.root_output_dir, "runs")
                 callbacks[i] = staged
 
-    def _tensorboard(self) -> StagedTensorBoardCallback | None:
-        return next((c for c in self.callback_handler.callbacks if isinstance(c, StagedTensorBoardCallback)), None)
-
     # ---- stage management ----------------------------------------------------------------------------------
     def _stage_dir(self, stage: Stage) -> str:
         return os.path.join(self.root_output_dir, stage.subdir) if stage.subdir else self.root_output_dir
@@ -398,7 +393,8 @@ class CDTMTrainer(Trainer):
         if user_args.finetune_mode == "scratch" and checkpoint is None:
             reinitialize_backbone(self.model)
         self.stage_records, self.selected_stage, self._best_checkpoints = [], None, {}
-        tensorboard = self._tensorboard()
+        callbacks = self.callback_handler.callbacks
+        tensorboard = next((c for c in callbacks if isinstance(c, StagedTensorBoardCallback)), None)
         step_offset = 0
         for stage in plan[:start]:  # stages a resumed run finished before: recorded from their checkpoints
             step_offset += self._record_from_checkpoint(stage, plan, user_args)
@@ -498,7 +494,8 @@ class CDTMTrainer(Trainer):
                     if p.requires_grad and n.startswith("backbone.") == in_backbone and (n in decay) == with_decay
                 ]
                 if params:
-                    groups.append({"params": params, "lr": lr, "weight_decay": self.args.weight_decay if with_decay else 0.0})
+                    decay_value = self.args.weight_decay if with_decay else 0.0
+                    groups.append({"params": params, "lr": lr, "weight_decay": decay_value})
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer

@@ -133,6 +133,7 @@ def test_missing_image_is_not_called_corrupt(tree, tmp_path):
     shutil.copytree(tree["root"], root)
     victim = sorted((root / "CheXpert-v1.0-small" / "train").rglob("*.jpg"))[0]
     victim.unlink()
-    with pytest.raises(CorruptImageError, match=r"1 image file\(s\) listed by the dataset do not exist.*layout found") as err:
+    missing = r"1 image file\(s\) listed by the dataset do not exist.*layout found"
+    with pytest.raises(CorruptImageError, match=missing) as err:
         prepare(CheXpert, root, tmp_path / "c1")
     assert str(victim) in str(err.value) and "Re-download" not in str(err.value)

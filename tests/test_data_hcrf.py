@@ -82,4 +82,5 @@ def test_image_and_mask_subfolders(tmp_path, subdirs):
     assert not {pid for s in ds for pid in ds[s]["patient_id"]} & {subdirs[0], subdirs[1]}
     m = manifest(builder)
     assert m["grouping"] == "image" and m["notes"]["excluded_masks"] == len(info["masks"]) == 9
-    assert {c: sum(m["counts"][s][c] for s in m["counts"]) for c in ("normal", "abnormal")} == {"normal": 6, "abnormal": 9}
+    totals = {c: sum(m["counts"][s][c] for s in m["counts"]) for c in ("normal", "abnormal")}
+    assert totals == {"normal": 6, "abnormal": 9}

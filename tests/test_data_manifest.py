@@ -15,7 +15,14 @@ try:
 except ImportError:  # tests/ is a package
     from tests.data_fixtures import corrupt_file, make_aptos2019_tree, make_isic2019_tree, manifest, prepare
 
-from cdtm_hf.data import APTOS2019, ISIC2019, CorruptImageError, verify_image, write_manifest, read_manifest  # noqa: E402
+from cdtm_hf.data import (  # noqa: E402
+    APTOS2019,
+    ISIC2019,
+    CorruptImageError,
+    read_manifest,
+    verify_image,
+    write_manifest,
+)
 
 CONTRACT_KEYS = {"dataset", "config", "split_strategy", "grouping", "counts", "skipped", "num_skipped"}
 
@@ -57,8 +64,16 @@ def test_manifest_contract_and_grouping(aptos, tmp_path):
 
 def test_isic_rows_without_lesion_id_make_grouping_image(tmp_path):
     """The manifest states the truth: ISIC images without a lesion id are grouped alone."""
-    tree = make_isic2019_tree(tmp_path / "isic", per_class={c: 6 for c in ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")})
+    tree = make_isic2019_tree(tmp_path / "isic")  # 6 images per class, the last one without a lesion id
     builder, _ = prepare(ISIC2019, tree["root"], tmp_path / "c1")
     m = manifest(builder)
     assert m["grouping"] == "image" and m["images_without_patient_id"] == 8  # the last image of every class
     assert "lesion_id groups" in m["layout"]
+
+
+def test_split_manifest_of_a_loaded_dataset(aptos, tmp_path):
+    from cdtm_hf.data import load_medical_dataset, split_manifest_of
+
+    ds = load_medical_dataset("aptos2019", aptos["root"], cache_dir=str(tmp_path / "c"))
+    m = split_manifest_of(ds)
+    assert m["dataset"] == "APTOS2019" and set(m["files"]) == {f for s in ds for f in ds[s]["file"]}

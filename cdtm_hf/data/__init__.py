@@ -103,6 +103,24 @@ def label_names(dataset: datasets.Dataset | datasets.DatasetDict) -> list[str]:
     raise ValueError(f"cannot tell the class names of column {column!r} ({feature})")
 
 
+def split_manifest_of(dataset: datasets.Dataset | datasets.DatasetDict) -> dict | None:
+    """The ``split_manifest.json`` written next to the Arrow files of a dataset prepared by a builder.
+
+    Args:
+        dataset (`datasets.Dataset` or `datasets.DatasetDict`): e.g. what :func:`load_medical_dataset` returned.
+
+    Returns:
+        `dict | None`: the manifest, or ``None`` when the dataset has no cache files or no manifest beside them
+        (``load_imagefolder`` returns its manifest instead).
+    """
+    ds = dataset[next(iter(dataset))] if isinstance(dataset, datasets.DatasetDict) else dataset
+    for cache in ds.cache_files:
+        path = os.path.join(os.path.dirname(cache["filename"]), MANIFEST_FILENAME)
+        if os.path.isfile(path):
+            return read_manifest(path)
+    return None
+
+
 def load_medical_dataset(
     name: str,
     data_dir: str | os.PathLike | None,
@@ -195,6 +213,7 @@ __all__ = [
     "load_medical_dataset",
     "patient_grouped_split",
     "read_manifest",
+    "split_manifest_of",
     "stratified_split",
     "verify_image",
     "write_manifest",

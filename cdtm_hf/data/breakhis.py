@@ -46,7 +46,8 @@ LABEL_SETS: dict[str, list[str]] = {
 }
 
 FILE_RE = re.compile(
-    r"^SOB_(?P<bm>[BM])_(?P<type>[A-Z]+)-(?P<patient>[^-]+-[^-]+)-(?P<mag>\d+)-(?P<seq>\d+)\.(?:png|jpe?g|tiff?|bmp|webp)$",
+    r"^SOB_(?P<bm>[BM])_(?P<type>[A-Z]+)-(?P<patient>[^-]+-[^-]+)-(?P<mag>\d+)-(?P<seq>\d+)"
+    r"\.(?:png|jpe?g|tiff?|bmp|webp)$",
     re.IGNORECASE,
 )
 LAYOUT = (

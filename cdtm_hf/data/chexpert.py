@@ -170,7 +170,8 @@ class CheXpert(MedicalImageBuilder):
                 frontal = df["Frontal/Lateral"].astype(str).str.strip().str.lower().eq("frontal").to_numpy()
                 dropped_lateral += int((keep & ~frontal).sum())
                 keep &= frontal
-            cols = {c: df[c] if c in df.columns else pd.Series([None] * len(df)) for c in ("Sex", "Age", "Frontal/Lateral", "AP/PA")}
+            empty = pd.Series([None] * len(df))
+            cols = {c: df[c] if c in df.columns else empty for c in ("Sex", "Age", "Frontal/Lateral", "AP/PA")}
             for i in np.flatnonzero(keep):
                 rel = clean_rel(df["Path"].iat[i])
                 m = PATIENT_RE.search(rel)

@@ -74,7 +74,10 @@ class ISIC2019(MedicalImageBuilder):
         f"Get {IMAGES_NAME}.zip, {GT_NAME} and (optionally) {META_NAME} from {_S3}/ "
         "(https://challenge.isic-archive.com/data/#2019) and pass their folder as data_dir."
     )
-    EXPECTED_LAYOUT = f"<data_dir>/{GT_NAME}, <data_dir>/{IMAGES_NAME}/<image>.jpg (or {IMAGES_NAME}.zip), optional <data_dir>/{META_NAME}"
+    EXPECTED_LAYOUT = (
+        f"<data_dir>/{GT_NAME}, <data_dir>/{IMAGES_NAME}/<image>.jpg (or {IMAGES_NAME}.zip), "
+        f"optional <data_dir>/{META_NAME}"
+    )
     DOWNLOAD_URLS = ISIC2019_URLS
 
     def _class_names(self) -> list[str]:

@@ -87,7 +87,8 @@ class DataArguments:
 
     dataset: str = field(
         default="imagefolder",
-        metadata={"help": "imagefolder, or a medical builder: breakhis, hcrf, isic2019, aptos2019, cbis_ddsm, chexpert"},
+        metadata={"help": "imagefolder, or a medical builder: breakhis, hcrf, isic2019, aptos2019, cbis_ddsm, "
+                  "chexpert"},
     )
     data_dir: str | None = field(default=None, metadata={"help": "dataset folder or archive"})
     dataset_config: str | None = field(default=None, metadata={"help": "builder config, e.g. malignant_200x"})
@@ -188,7 +189,8 @@ def resolve_resume(value: str | bool | None, output_dir: str) -> str | bool | No
                 f"--model_name_or_path {value}.") if path.name == "stage1_best" else ""
         raise ValueError(
             f"--resume_from_checkpoint {value!r} is not a training checkpoint (no trainer_state.json).{hint} To "
-            f"continue a run pass --resume_from_checkpoint True (its latest checkpoint) or a checkpoint folder: {choices}"
+            f"continue a run pass --resume_from_checkpoint True (its latest checkpoint) or a checkpoint folder: "
+            f"{choices}"
         )
     return str(path)
 

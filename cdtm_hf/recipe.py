@@ -20,6 +20,7 @@ from datasets.data_files import SPLIT_KEYWORDS
 from transformers import set_seed
 
 from .configuration_cdtm import CDTMConfig
+from .data import MANIFEST_FILENAME
 from .efficiency import count_flops
 from .hub import check_push_ready, push_checkpoint
 from .cards import paper_reference_for, write_model_card
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 BUILDER_SPLIT_STRATEGIES = ("patient", "paper", "official")
-MANIFEST_NAME = "split_manifest.json"
 
 __all__ = [
     "DataArguments", "ModelArguments", "RunArguments", "attach_transforms", "build_model", "effective_split_strategy",
@@ -107,17 +107,14 @@ def _load_imagefolder(data_args: DataArguments) -> tuple[DatasetDict, dict]:
 
 
 def _load_builder(data_args: DataArguments) -> tuple[DatasetDict, dict | None]:
-    from .data import load_medical_dataset
+    from .data import load_medical_dataset, split_manifest_of
 
     ds = load_medical_dataset(
         data_args.dataset, data_dir=data_args.data_dir, config=data_args.dataset_config,
         split_strategy=data_args.split_strategy, seed=data_args.split_seed, cache_dir=data_args.cache_dir,
         skip_corrupt=data_args.skip_corrupt, verify_images=data_args.verify_images,
     )
-    # the builder writes its manifest beside the Arrow files it prepared
-    files = ds["train"].cache_files
-    path = Path(files[0]["filename"]).parent / MANIFEST_NAME if files else None
-    return ds, (json.loads(path.read_text()) if path is not None and path.is_file() else None)
+    return ds, split_manifest_of(ds)
 
 
 def load_data_with_manifest(data_args: DataArguments) -> tuple[DatasetDict, list[str], str, dict | None]:
@@ -402,7 +399,7 @@ def _test_and_record(
         return report
     output_dir.mkdir(parents=True, exist_ok=True)
     if manifest is not None:
-        (output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+        (output_dir / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=1))
     write_results(report, output_dir, method_name(model, finetune_mode))
     if data_args.explain and model.config.use_cdtm:
         from .explain import explain_dataset

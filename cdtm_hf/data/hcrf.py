@@ -70,7 +70,7 @@ class HCRF(MedicalImageBuilder):
     DESCRIPTION = "HCRF gastric histopathology images (H&E), normal vs abnormal (140 normal, 560 abnormal)."
     MODALITY = "HCRF-like H&E gastric histopathology images"
     TAGS = ("histopathology",)
-    HOMEPAGE = "https://data.mendeley.com/ (search 'HCRF gastric histopathology')"
+    HOMEPAGE = "https://doi.org/10.1016/j.bbe.2020.09.008"
     CITATION = (
         "@article{sun2020hcrf, title={Gastric histopathology image segmentation using a hierarchical conditional "
         "random field}, author={Sun, Changhao and Li, Chen and others}, journal={Biocybernetics and Biomedical "

@@ -8,6 +8,7 @@ Hub are checked by `preflight` before any data is read.
 from __future__ import annotations
 
 import json
+import os
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -210,7 +211,9 @@ def split_record(data_args: DataArguments, manifest: dict | None) -> dict[str, A
     strategy = data_args.split_strategy if described else manifest.get("split_strategy") or effective_split_strategy(
         data_args)
     grouping = manifest.get("grouping")
-    if grouping is None:
+    if strategy == "paper":  # the paper's split is random over images, whatever ids the data carries
+        grouping = "random"
+    elif grouping is None:
         if data_args.dataset == "imagefolder":
             grouping = "folders" if effective_split_strategy(data_args).startswith("given by") else "random"
         elif strategy == "paper":
@@ -229,7 +232,14 @@ def split_record(data_args: DataArguments, manifest: dict | None) -> dict[str, A
         f"{strategy} split, {groupings.get(grouping, grouping)} (seed {data_args.split_seed})")
     if described:
         description = f"{strategy} ({description})"
-    return {"strategy": strategy, "grouping": grouping, "description": description, "manifest": manifest or None}
+    # The report travels with the model (cards, Hub): the manifest's per-file list and the local data path stay in
+    # output_dir/split_manifest.json only.
+    summary = {k: v for k, v in manifest.items() if k not in ("files", "data_dir")}
+    root = str(manifest.get("data_dir") or "")
+    if root and summary.get("skipped"):  # name skipped files relative to the data folder
+        summary["skipped"] = [{**s, "path": os.path.relpath(s["path"], root) if str(s["path"]).startswith(root)
+                               else s["path"]} for s in summary["skipped"]]
+    return {"strategy": strategy, "grouping": grouping, "description": description, "manifest": summary or None}
 
 
 def attach_transforms(ds: DatasetDict, processor: CDTMImageProcessor, label_column: str, augment: bool) -> DatasetDict:

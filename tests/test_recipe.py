@@ -87,6 +87,8 @@ def test_split_record_states_the_grouping():
     record = split_record(DataArguments(dataset="breakhis"), manifest)
     assert record["grouping"] == "patient" and record["manifest"] == manifest
     json.dumps(record)
+    paper = split_record(DataArguments(dataset="breakhis", split_strategy="paper"), {**manifest, "split_strategy": "paper"})
+    assert paper["grouping"] == "random" and "no patient" not in paper["description"]
 
 
 def test_argument_dataclasses_refuse_bad_values():

@@ -11,8 +11,8 @@ with `huggingface_hub.ModelCard.from_template`. This module builds what goes int
 * the backbone: `cdtm_hf.presets`, and the Hub id of its pretrained weights from timm's or open_clip's pretrained cfg;
 * the paper: `cdtm_hf/paper_results.json` through `cdtm_hf.paper`.
 
-Every table goes through `cdtm_hf.reporting.markdown_table`; the wording lives in the templates. The module is a
-little over 500 lines because it is one subject, the two kinds of card, which share the split, metric and paper facts.
+Every table goes through `cdtm_hf.reporting.markdown_table`; the wording lives in the templates. The published
+recipes and their cards are in `cdtm_hf.published`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .checkpoint import CARD_NAME, CONFIG_NAME, CONFUSION_MATRIX_NAME, RESULTS_NAME, CheckpointError, read_json
 from .configuration_cdtm import CDTM_VARIANTS
 from .metrics import METRIC_DISPLAY_NAMES
-from .paper import paper_row
 from .presets import BACKBONE_PRESETS, BackbonePreset
 from .reporting import format_number, format_pct, markdown_table
 
 __all__ = [
-    "METRICS", "MODE_DESCRIPTIONS", "PAPER_CITATION", "PUBLISHED_RECIPES", "Recipe", "backbone_hub_id", "eval_results",
-    "generate_model_card", "load_report", "paper_reference_for", "recipe_command", "render_recipe_card",
-    "split_facts", "write_model_card", "write_recipe_cards",
+    "METRICS", "MODE_DESCRIPTIONS", "PAPER_CITATION", "backbone_hub_id", "eval_results", "generate_model_card",
+    "load_report", "split_facts", "write_model_card",
 ]
 
 PAPER_CITATION = """@article{li2024cdtm,
@@ -467,116 +465,3 @@ def write_model_card(
     card = generate_model_card(output_dir, report, repo_id=repo_id, paper_reference=paper_reference, license=license)
     card.save(path)
     return path
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The published recipes (model_cards/<name>/README.md) and the paper's numbers for a run
-@dataclass(frozen=True)
-class Recipe:
-    """One published recipe: the run that produces a checkpoint, and the row of the paper that reports it."""
-
-    name: str  # the repository name, e.g. "vitb-laion2b-cdtm-breakhis"
-    backbone: str  # a key of BACKBONE_PRESETS
-    dataset: str  # a builder name (cdtm_hf.data.get_builder_class)
-    dataset_config: str
-    data_dir: str  # the placeholder path shown in the command
-    paper_table: str  # "Table IV" or "Table V"
-    paper_model: str  # the row name in the paper's table
-    split_strategy: str = "paper"
-    finetune_mode: str = "sft"
-    namespace: str = "org"
-
-    @property
-    def paper_metrics(self) -> dict[str, float]:
-        """The paper's precision, recall, accuracy and F1 (Eq. 12) in percent, from `paper_results.json`."""
-        table = {"Table IV": "table4", "Table V": "table5"}[self.paper_table]
-        row = paper_row(table, self.backbone, "sft_cdtm" if self.finetune_mode == "sft" else self.finetune_mode)
-        if row is None:
-            raise KeyError(f"paper_results.json has no {self.paper_table} row for {self.backbone} {self.finetune_mode}")
-        return {k: row[k] for k in ("precision", "recall", "accuracy", "f1")}
-
-
-PUBLISHED_RECIPES: tuple[Recipe, ...] = (
-    Recipe("vitb-laion2b-cdtm-breakhis", "vitb16.laion2b", "breakhis", "malignant_200x", "/path/to/BreaKHis_v1.tar.gz",
-           "Table IV", "ViT-B-CDTM-SFT"),
-    Recipe("convnextb-laion2b-cdtm-breakhis", "convnextb.laion2b", "breakhis", "malignant_200x",
-           "/path/to/BreaKHis_v1.tar.gz", "Table IV", "ConvNeXt-B-CDTM-SFT"),
-    Recipe("convnextb-laion2b-cdtm-hcrf", "convnextb.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V",
-           "ConvNeXt-B-CDTM-SFT"),
-    Recipe("vitb-laion2b-cdtm-hcrf", "vitb16.laion2b", "hcrf", "balanced", "/path/to/HCRF", "Table V",
-           "ViT-B-CDTM-SFT"),
-)
-
-
-def paper_reference_for(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The paper's numbers (percent) for the setting of a run, or None where the paper reports none.
-
-    Args:
-        report (`Mapping`): the run report; matched on backbone preset, data set and configuration, CDTM and SFT
-            against `PUBLISHED_RECIPES`.
-
-    Returns:
-        `dict | None`: `precision`, `recall`, `accuracy`, `f1` (the paper's Eq. 12 F1), `table` and `model`.
-    """
-    if report.get("finetune_mode") != "sft" or report.get("use_cdtm") is False:
-        return None
-    for recipe in PUBLISHED_RECIPES:
-        if (report.get("backbone_preset"), report.get("dataset")) == (recipe.backbone, recipe.dataset) and (
-            report.get("dataset_config") in (None, recipe.dataset_config)
-        ):
-            return {**recipe.paper_metrics, "table": recipe.paper_table, "model": recipe.paper_model}
-    return None
-
-
-def recipe_command(recipe: Recipe) -> str:
-    """The one-line command that trains, evaluates and pushes the checkpoint of `recipe`."""
-    return " ".join([
-        "accelerate launch examples/run_sft.py", f"--backbone {recipe.backbone}", f"--dataset {recipe.dataset}",
-        f"--dataset_config {recipe.dataset_config}", f"--data_dir {recipe.data_dir}",
-        f"--split_strategy {recipe.split_strategy}", f"--finetune_mode {recipe.finetune_mode}",
-        f"--output_dir outputs/{recipe.name}", "--push_to_hub", f"--hub_model_id {recipe.namespace}/{recipe.name}",
-    ])
-
-
-def render_recipe_card(recipe: Recipe, license: str = "apache-2.0") -> ModelCard:
-    """The card of a published recipe: the command that reproduces it and the paper's numbers, labelled as such.
-
-    Args:
-        recipe (`Recipe`): one of `PUBLISHED_RECIPES`.
-        license (`str`, *optional*, defaults to `"apache-2.0"`): the card's license identifier.
-    """
-    preset = BACKBONE_PRESETS[recipe.backbone]
-    builder = _builder(recipe.dataset)
-    card_data = ModelCardData(
-        library_name="transformers", pipeline_tag="image-classification", license=license,
-        tags=["cdtm", "image-classification", *builder.TAGS, "medical-imaging", preset.library],
-        datasets=[recipe.dataset], base_model=backbone_hub_id(preset.library, preset.model_name, preset.pretrained_tag),
-    )
-    report = {"dataset": recipe.dataset, "split": {"strategy": recipe.split_strategy}}
-    paper = recipe.paper_metrics
-    numbers = markdown_table(
-        ["Source", "Model", "Precision", "Recall", "Accuracy", "F1 (Eq. 12)"],
-        [[f"Li et al. 2024, {recipe.paper_table} (the paper's numbers)", recipe.paper_model,
-          *(format_number(paper[k]) for k in ("precision", "recall", "accuracy", "f1"))]],
-    )
-    return _render(
-        "recipe_card.md", card_data, name=recipe.name, family=preset.family, pretraining=preset.pretraining,
-        model_name=preset.model_name, library=preset.library, backbone=recipe.backbone,
-        dataset_name=builder.DISPLAY_NAME, dataset_link=_dataset_link(builder), dataset_config=recipe.dataset_config,
-        dataset_description=builder.DESCRIPTION, domain=", ".join(builder.TAGS) or builder.MODALITY,
-        data_dir=recipe.data_dir, split=split_facts(report),
-        command_wrapped=recipe_command(recipe).replace(" --", " \\\n  --"), paper_table=recipe.paper_table,
-        paper_model=recipe.paper_model, paper_numbers_table=numbers,
-        efficiency=paper_row("table7", recipe.backbone, "sft_cdtm"), repo_id=f"{recipe.namespace}/{recipe.name}",
-        citation=PAPER_CITATION,
-    )
-
-
-def write_recipe_cards(out_dir: str | Path = "model_cards") -> list[Path]:
-    """Write `<out_dir>/<recipe.name>/README.md` for every recipe of `PUBLISHED_RECIPES`; return the paths."""
-    paths = []
-    for recipe in PUBLISHED_RECIPES:
-        path = Path(out_dir) / recipe.name / CARD_NAME
-        render_recipe_card(recipe).save(path)
-        paths.append(path)
-    return paths

@@ -23,7 +23,8 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .cards import load_report, paper_reference_for, write_model_card, write_recipe_cards
+from .cards import load_report, write_model_card
+from .published import paper_reference_for, write_recipe_cards
 from .checkpoint import CARD_NAME, IGNORE_PATTERNS, CheckpointError, checkpoint_files, validate_checkpoint
 
 __all__ = [

@@ -24,7 +24,8 @@ from .configuration_cdtm import CDTMConfig
 from .data import MANIFEST_FILENAME
 from .efficiency import count_flops
 from .hub import check_push_ready, push_checkpoint
-from .cards import paper_reference_for, write_model_card
+from .cards import write_model_card
+from .published import paper_reference_for
 from .image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from .metrics import compute_metrics, evaluation_report, write_results
 from .modeling_cdtm import CDTMForImageClassification

@@ -13,14 +13,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from cdtm_hf import CDTMConfig, cards, hub
-from cdtm_hf.cards import (
-    PUBLISHED_RECIPES,
-    generate_model_card,
-    paper_reference_for,
-    recipe_command,
-    render_recipe_card,
-    write_model_card,
-)
+from cdtm_hf.cards import generate_model_card, write_model_card
+from cdtm_hf.published import PUBLISHED_RECIPES, paper_reference_for, recipe_command, render_recipe_card
 from cdtm_hf.data import get_builder_class
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

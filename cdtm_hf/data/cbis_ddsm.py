@@ -140,7 +140,7 @@ class CBISDDSM(MedicalImageBuilder):
                     return cand, "csv path"
         parts = rel.split("/")
         if len(parts) < 3:
-            return None, f"no file at the CSV path and no series UID in it (expected <case>/<study>/<series>/<file>)"
+            return None, "no file at the CSV path and no series UID in it (expected <case>/<study>/<series>/<file>)"
         uid = parts[2]
         wanted = self.config.image_type
         if uid in self._nbia:

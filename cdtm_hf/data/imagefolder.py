@@ -205,6 +205,33 @@ def _describe(roots: dict[str, Path], carved: list[str], fractions: dict[str, fl
     return text
 
 
+def _manifest(root: Path, layout: str, roots: dict, carved: list, fractions: dict[str, float], seed: int,
+              verify_images: str, classes: list[str], data_files: dict, found: dict, skipped: list) -> dict:
+    """The split manifest of an imagefolder load (what `split_manifest.json` records)."""
+    return {
+        "dataset": "imagefolder",
+        "config": None,
+        "data_dir": str(root),
+        "layout": LAYOUTS[layout],
+        "split_strategy": "folders" if roots and not carved else "stratified",
+        "grouping": "folders" if roots and not carved else "random",
+        "description": _describe(roots, carved, fractions, seed),
+        "carved_splits": carved,
+        "split_folders": {s: p.name for s, p in roots.items()},
+        "seed": seed,
+        "validation_fraction": fractions["validation"],
+        "test_fraction": fractions["test"],
+        "verify_images": verify_images,
+        "class_names": classes,
+        "label_column": "label",
+        "num_images": {s: len(data_files[s]) for s in SPLIT_NAMES},
+        "counts": {s: {c: len(found[s][c]) for c in classes} for s in SPLIT_NAMES},
+        "skipped": skipped,
+        "num_skipped": len(skipped),
+        "files": {posix_relpath(p, root): s for s in SPLIT_NAMES for p in data_files[s]},
+    }
+
+
 def load_imagefolder(
     data_dir: str | os.PathLike,
     *,
@@ -267,27 +294,7 @@ def load_imagefolder(
     names = ds["train"].features["label"].names
     if names != classes:  # pragma: no cover - datasets changed how it names the classes
         raise RuntimeError(f"datasets' imagefolder named the classes {names}, expected {classes}")
-    manifest = {
-        "dataset": "imagefolder",
-        "config": None,
-        "data_dir": str(root),
-        "layout": LAYOUTS[layout],
-        "split_strategy": "folders" if roots and not carved else "stratified",
-        "grouping": "folders" if roots and not carved else "random",
-        "description": _describe(roots, carved, fractions, seed),
-        "carved_splits": carved,
-        "split_folders": {s: p.name for s, p in roots.items()},
-        "seed": seed,
-        "validation_fraction": validation_fraction,
-        "test_fraction": test_fraction,
-        "verify_images": verify_images,
-        "class_names": classes,
-        "label_column": "label",
-        "num_images": {s: len(data_files[s]) for s in SPLIT_NAMES},
-        "counts": {s: {c: len(found[s][c]) for c in classes} for s in SPLIT_NAMES},
-        "skipped": skipped,
-        "num_skipped": len(skipped),
-        "files": {posix_relpath(p, root): s for s in SPLIT_NAMES for p in data_files[s]},
-    }
+    manifest = _manifest(root, layout, roots, carved, fractions, seed, verify_images, classes, data_files, found,
+                         skipped)
     logger.info("imagefolder %s: %s; %s", root, manifest["description"], manifest["num_images"])
     return datasets.DatasetDict({s: ds[s] for s in SPLIT_NAMES}), manifest

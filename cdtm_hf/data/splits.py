@@ -198,6 +198,68 @@ def _label_matrix(labels: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     return mat, list(classes)
 
 
+def _check_groups_per_class(groups_with_class: np.ndarray, totals: np.ndarray, classes: list[Any],
+                            class_names: Sequence[str] | None, r: np.ndarray) -> None:
+    """Raise `InsufficientSamplesError` for a class that occurs in fewer groups than splits to fill."""
+    active = r > 0
+    n_active = int(active.sum())
+    for c in range(len(groups_with_class)):
+        if totals[c] > 0 and groups_with_class[c] < n_active:
+            name = _class_name(classes[c], class_names)
+            empty = [SPLIT_NAMES[k] for k in np.flatnonzero(active)][int(groups_with_class[c]) :]
+            raise InsufficientSamplesError(
+                f"class {name!r} occurs in {int(groups_with_class[c])} group(s) (patients) with {int(totals[c])} "
+                f"images, too few for the {' and '.join(empty)} split: a grouped {_split_desc(r)} split needs at "
+                f"least {n_active} groups per class; add patients of {name!r}, drop the class, or use the "
+                "image-level 'paper' split"
+            )
+
+
+def _greedy_assignment(gvec: np.ndarray, targets: np.ndarray, weights: np.ndarray, active: np.ndarray,
+                       groups_with_class: np.ndarray, rng: np.random.Generator, attempt: int) -> tuple[np.ndarray, float]:
+    """One greedy restart of `patient_grouped_split`: (split index of every group, squared-deviation cost)."""
+    n_groups, n_classes = gvec.shape[0], gvec.shape[1] - 1
+    totals, sizes = gvec.sum(axis=0), gvec[:, n_classes]
+    noise = rng.random(n_groups)
+    if attempt == 0:
+        order = np.lexsort((noise, -sizes))  # largest first, random ties
+    else:
+        order = np.argsort(-sizes * np.exp(rng.normal(0.0, 0.5, n_groups)), kind="stable")
+    assign = np.full(n_groups, -1, dtype=np.int64)
+    counts = np.zeros_like(targets)
+
+    # Phase 1: coverage -- each active split gets one group of every class (rarest class first).
+    for c in np.argsort(groups_with_class, kind="stable"):
+        if totals[c] == 0:
+            continue
+        for s in np.flatnonzero(active):
+            if counts[s, c] > 0:
+                continue
+            cand = np.flatnonzero((assign < 0) & (gvec[:, c] > 0))
+            if len(cand) == 0:
+                break
+            # Prefer small groups so the coverage step barely disturbs the ratios.
+            smallest = cand[sizes[cand] == sizes[cand].min()]
+            g = int(rng.choice(smallest))
+            assign[g] = s
+            counts[s] += gvec[g]
+
+    # Phase 2: greedy placement of the remaining groups.
+    inactive_penalty = np.where(active, 0.0, np.inf)
+    for g in order:
+        if assign[g] >= 0:
+            continue
+        v = gvec[g]
+        delta = ((2.0 * (counts - targets) * v + v * v) * weights).sum(axis=1) + inactive_penalty
+        s = int(np.argmin(delta))
+        assign[g] = s
+        counts[s] += v
+
+    cost = float((((counts - targets) ** 2) * weights).sum())
+    missing = sum(1 for s in np.flatnonzero(active) for c in range(n_classes) if totals[c] > 0 and counts[s, c] == 0)
+    return assign, cost + 1e6 * missing
+
+
 def patient_grouped_split(
     labels: Sequence[Any],
     groups: Sequence[Any],
@@ -245,72 +307,21 @@ def patient_grouped_split(
     np.add.at(gvec[:, n_classes], g_inv, 1.0)
     totals = gvec.sum(axis=0)
     active = r > 0
-    n_active = int(active.sum())
     targets = np.outer(r / r.sum(), totals)  # (3, C+1)
     weights = 1.0 / np.maximum(totals, 1.0) ** 2
 
     groups_with_class = (gvec[:, :n_classes] > 0).sum(axis=0)
-    for c in range(n_classes):
-        if totals[c] > 0 and groups_with_class[c] < n_active:
-            name = _class_name(classes[c], class_names)
-            empty = [SPLIT_NAMES[k] for k in np.flatnonzero(active)][int(groups_with_class[c]) :]
-            raise InsufficientSamplesError(
-                f"class {name!r} occurs in {int(groups_with_class[c])} group(s) (patients) with {int(totals[c])} "
-                f"images, too few for the {' and '.join(empty)} split: a grouped {_split_desc(r)} split needs at "
-                f"least {n_active} groups per class; add patients of {name!r}, drop the class, or use the "
-                "image-level 'paper' split"
-            )
+    _check_groups_per_class(groups_with_class, totals, classes, class_names, r)
 
     if n_restarts is None:
         n_restarts = int(max(1, min(16, 50_000 // max(n_groups, 1))))
     master = np.random.default_rng(seed)
-    sizes = gvec[:, n_classes]
-    class_order = np.argsort(groups_with_class, kind="stable")
     best_cost, best_assign = math.inf, None
     for attempt in range(n_restarts):
         rng = np.random.default_rng(master.integers(0, 2**63 - 1))
-        noise = rng.random(n_groups)
-        if attempt == 0:
-            order = np.lexsort((noise, -sizes))  # largest first, random ties
-        else:
-            order = np.argsort(-sizes * np.exp(rng.normal(0.0, 0.5, n_groups)), kind="stable")
-        assign = np.full(n_groups, -1, dtype=np.int64)
-        counts = np.zeros_like(targets)
-
-        # Phase 1: coverage -- each active split gets one group of every class.
-        for c in class_order:
-            if totals[c] == 0:
-                continue
-            for s in np.flatnonzero(active):
-                if counts[s, c] > 0:
-                    continue
-                cand = np.flatnonzero((assign < 0) & (gvec[:, c] > 0))
-                if len(cand) == 0:
-                    break
-                # Prefer small groups so the coverage step barely disturbs the ratios.
-                smallest = cand[sizes[cand] == sizes[cand].min()]
-                g = int(rng.choice(smallest))
-                assign[g] = s
-                counts[s] += gvec[g]
-
-        # Phase 2: greedy placement of the remaining groups.
-        inactive_penalty = np.where(active, 0.0, np.inf)
-        for g in order:
-            if assign[g] >= 0:
-                continue
-            v = gvec[g]
-            delta = ((2.0 * (counts - targets) * v + v * v) * weights).sum(axis=1) + inactive_penalty
-            s = int(np.argmin(delta))
-            assign[g] = s
-            counts[s] += v
-
-        cost = float((((counts - targets) ** 2) * weights).sum())
-        missing = sum(
-            1 for s in np.flatnonzero(active) for c in range(n_classes) if totals[c] > 0 and counts[s, c] == 0
-        )
-        cost += 1e6 * missing
+        assign, cost = _greedy_assignment(gvec, targets, weights, active, groups_with_class, rng, attempt)
         if cost < best_cost - 1e-12:
-            best_cost, best_assign = cost, assign.copy()
+            best_cost, best_assign = cost, assign
 
     item_split = best_assign[g_inv]
     return SplitIndices(*(np.flatnonzero(item_split == k).astype(np.int64) for k in range(3)))

@@ -1,4 +1,4 @@
-"""Model cards: the card of a trained checkpoint, and the cards of the published recipes.
+"""Model cards of trained checkpoints: the card context, `ModelCardData` and `EvalResult`, rendered from a template.
 
 Each card is a Jinja template shipped as package data (`cdtm_hf/templates/model_card.md`, `recipe_card.md`), rendered
 with `huggingface_hub.ModelCard.from_template`. This module builds what goes into them: the `ModelCardData` (one

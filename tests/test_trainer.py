@@ -183,7 +183,7 @@ BASE = ["--backbone", "test_vit", "--backbone_pretrained", "False", "--image_siz
 def test_missing_and_empty_dataset_dir(tmp_path):
     from cdtm_hf.recipe import DataArguments, load_data
 
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         load_data(DataArguments(data_dir=str(tmp_path / "nope")))
     (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds no images"):
@@ -197,7 +197,7 @@ def test_class_without_images_in_a_split(tmp_path):
     for f in (data / "test" / "malignant").iterdir():
         f.unlink()
     (data / "test" / "malignant" / "only.txt").write_text("not an image")
-    with pytest.raises(ValueError, match="malignant have no images in the test split"):
+    with pytest.raises(ValueError, match="class 'malignant' has no images in the test split"):
         load_data(DataArguments(data_dir=str(data)))
 
 

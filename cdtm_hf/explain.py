@@ -401,17 +401,17 @@ def explain_dataset(
     """Write CCA explanations for a dataset to ``output_dir`` and return their paths and summary numbers.
 
     Args:
-        model: a `CDTMForImageClassification` with a CDTM (``use_cdtm=True``).
-        data: an iterable of dicts with ``"pixel_values"`` (one (3, H, W) example or a (B, 3, H, W) batch each)
+        model (`CDTMForImageClassification`): a `CDTMForImageClassification` with a CDTM (``use_cdtm=True``).
+        data (`Iterable[Mapping[str, Any]]`): an iterable of dicts with ``"pixel_values"`` (one (3, H, W) example or a (B, 3, H, W) batch each)
             and optionally ``"labels"``/``"label"``: a `datasets.Dataset` with a transform, a list, or a DataLoader.
-        output_dir: where the PNGs and ``summary.json`` go (created).
-        max_images: per-image PNGs for the first ``max_images`` images.
-        batch_size: examples per forward pass when ``data`` yields single examples (a DataLoader keeps its own).
-        top_k: centres highlighted per image and listed in the summary.
-        denormalize: True: undo ``config.data_config`` mean/std to show the original image; False: min-max
+        output_dir (`str | Path`): where the PNGs and ``summary.json`` go (created).
+        max_images (`int`, *optional*, defaults to `8`): per-image PNGs for the first ``max_images`` images.
+        batch_size (`int`, *optional*, defaults to `16`): examples per forward pass when ``data`` yields single examples (a DataLoader keeps its own).
+        top_k (`int`, *optional*, defaults to `5`): centres highlighted per image and listed in the summary.
+        denormalize (`bool | Callable[[torch.Tensor], torch.Tensor]`, *optional*, defaults to `True`): True: undo ``config.data_config`` mean/std to show the original image; False: min-max
             stretch; or a callable mapping (3, H, W) pixel_values to a [0, 1] image.
-        grid_map: ``"received"`` (row L1 sums of m_cd) or ``"sent"`` (column L1 sums) for the overlay.
-        max_usage_images: count at most this many images for the usage histogram (None: all of ``data``).
+        grid_map (`str`, *optional*, defaults to `'received'`): ``"received"`` (row L1 sums of m_cd) or ``"sent"`` (column L1 sums) for the overlay.
+        max_usage_images (`int | None`, *optional*, defaults to `None`): count at most this many images for the usage histogram (None: all of ``data``).
 
     Per image i (< max_images) and CDTM block b: ``image{i:04d}_centres.png`` (S_r bar plot) and
     ``image{i:04d}_mixing.png`` (map overlay); over all images ``cluster_usage.png`` (with a ``_block{b}`` suffix

@@ -25,11 +25,13 @@ class ClusterCenterAttention(nn.Module):
     """Cluster Center Attention (CCA), Eq. 1-7, followed by the token mixing x' = m_cd x.
 
     Args:
-        dim: d, the token width.
-        num_tokens: p, the number of tokens; the base matrices are p x p.
-        num_centers: n, the number of cluster centres and base matrices.
-        scale: multiply the cosine scores by 1/sqrt(d) (Eq. 5). The official code does not.
-        proj: apply an output projection Linear(d, d) after the mixing, as the official code does.
+        dim (`int`): d, the token width.
+        num_tokens (`int`): p, the number of tokens; the base matrices are p x p.
+        num_centers (`int`): n, the number of cluster centres and base matrices.
+        scale (`bool`, *optional*, defaults to `False`): multiply the cosine scores by 1/sqrt(d) (Eq. 5). The
+            official code does not.
+        proj (`bool`, *optional*, defaults to `True`): apply an output projection Linear(d, d) after the mixing, as
+            the official code does.
     """
 
     def __init__(self, dim: int, num_tokens: int, num_centers: int, scale: bool = False, proj: bool = True):
@@ -194,7 +196,7 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
 
         Args:
             config (`CDTMConfig` or `str`): a config, or a backbone preset / model name that `CDTMConfig` takes.
-            config_kwargs: further `CDTMConfig` fields when `config` is a name (`num_labels`, `id2label`, ...).
+            config_kwargs (`dict`, *optional*): further `CDTMConfig` fields when `config` is a name (`num_labels`, `id2label`, ...).
 
         The weights come from `config.backbone_pretrained_file` when set, else from the backbone library
         (`backbone_pretrained_tag` for open_clip). With `backbone_pretrained=False` the backbone stays random.

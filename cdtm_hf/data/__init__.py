@@ -107,7 +107,7 @@ def split_manifest_of(dataset: datasets.Dataset | datasets.DatasetDict) -> dict 
     """The ``split_manifest.json`` written next to the Arrow files of a dataset prepared by a builder.
 
     Args:
-        dataset (`datasets.Dataset` or `datasets.DatasetDict`): e.g. what :func:`load_medical_dataset` returned.
+        dataset (`datasets.Dataset` or `datasets.DatasetDict`): e.g. what [`load_medical_dataset`] returned.
 
     Returns:
         `dict | None`: the manifest, or ``None`` when the dataset has no cache files or no manifest beside them
@@ -138,24 +138,24 @@ def load_medical_dataset(
     """Prepare (or reuse from the cache) a medical dataset and return its three splits.
 
     Args:
-        name: a key of :data:`DATASET_BUILDERS` (``breakhis``, ``hcrf``, ``isic2019``,
+        name (`str`): a key of :data:`DATASET_BUILDERS` (``breakhis``, ``hcrf``, ``isic2019``,
             ``aptos2019``, ``cbis_ddsm``, ``chexpert``).
-        data_dir: the dataset folder or archive; ``None`` downloads the public archive
+        data_dir (`str | os.PathLike | None`): the dataset folder or archive; ``None`` downloads the public archive
             where one exists (BreakHis, ISIC 2019) and raises
-            :class:`DataDirRequiredError` (saying where to get the data) otherwise.
-        config: builder config name (``None`` = the builder's default).
-        split_strategy: ``"patient"`` (recommended, no patient in two splits),
+            [`DataDirRequiredError`] (saying where to get the data) otherwise.
+        config (`str | None`, *optional*, defaults to `None`): builder config name (``None`` = the builder's default).
+        split_strategy (`str`, *optional*, defaults to `'patient'`): ``"patient"`` (recommended, no patient in two splits),
             ``"paper"`` (random stratified, as in the paper) or ``"official"``.
-        seed: split seed.
-        cache_dir: ``datasets`` cache directory (default: the HF datasets cache).
-        skip_corrupt: skip missing/unreadable images and CSV rows whose image cannot be found
+        seed (`int`, *optional*, defaults to `42`): split seed.
+        cache_dir (`str | None`, *optional*, defaults to `None`): ``datasets`` cache directory (default: the HF datasets cache).
+        skip_corrupt (`bool`, *optional*, defaults to `False`): skip missing/unreadable images and CSV rows whose image cannot be found
             instead of raising (each is named in the log and listed under ``skipped`` in the manifest).
-        verify_images: ``"fast"`` (default), ``"full"`` or ``"none"`` (no decode; the file-exists
+        verify_images (`str`, *optional*, defaults to `'fast'`): ``"fast"`` (default), ``"full"`` or ``"none"`` (no decode; the file-exists
             check is always done).
-        download_mode: ``"force_redownload"`` rebuilds a prepared dataset (needed after
+        download_mode (`str | None`, *optional*, defaults to `None`): ``"force_redownload"`` rebuilds a prepared dataset (needed after
             the files under ``data_dir`` changed; the cache is keyed on the options, not
             on the file contents).
-        num_proc: processes used to write the Arrow files.
+        num_proc (`int | None`, *optional*, defaults to `None`): processes used to write the Arrow files.
         **config_kwargs: other config options, e.g. ``ratios=(1, 1, 2)``,
             ``magnification=400``, ``uncertainty_policy="zeros"``.
 

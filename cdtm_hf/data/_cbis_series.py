@@ -10,7 +10,7 @@ UID is their third component. The distributions store the series under other nam
 
 A crop and its ROI mask often share one series folder, with file names that do not say which is which. They are
 told apart by the description (the DICOM ``SeriesDescription`` of each file, or the ``dicom_info.csv`` row), and
-where that is missing by the pixel statistics (a mask is binary: :func:`~cdtm_hf.data._common.mask_score`).
+where that is missing by the pixel statistics (a mask is binary: [`cdtm_hf.data._common.mask_score`]).
 """
 
 from __future__ import annotations

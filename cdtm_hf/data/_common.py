@@ -1,6 +1,6 @@
 """Shared low-level machinery of the medical image builders and the imagefolder loader.
 
-The one list of image extensions (:data:`IMAGE_EXTENSIONS`), the errors, :class:`ImageRecord`, path and CSV
+The one list of image extensions (:data:`IMAGE_EXTENSIONS`), the errors, [`ImageRecord`], path and CSV
 helpers, image verification (every file checked up front, threaded, each bad file named) and the split manifest
 writer. The builder base class lives in ``builder.py``.
 """
@@ -174,7 +174,7 @@ def _safe_iterdir(d: Path) -> list[Path]:
 
 
 def read_csv(path: str | Path, required: Iterable[str], **kwargs):
-    """Read a CSV with pandas and check its columns (raises :class:`MissingColumnError`)."""
+    """Read a CSV with pandas and check its columns (raises [`MissingColumnError`])."""
     import pandas as pd
 
     try:

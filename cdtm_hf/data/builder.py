@@ -1,9 +1,9 @@
 """The base class of the medical image builders.
 
-Every dataset builder subclasses :class:`MedicalImageBuilder` and only implements
+Every dataset builder subclasses [`MedicalImageBuilder`] and only implements
 
 * ``_class_names()``   -- the label names of the active config,
-* ``_scan(dl_manager)`` -- locate the data and return a list of :class:`ImageRecord` (rows it cannot use go to
+* ``_scan(dl_manager)`` -- locate the data and return a list of [`ImageRecord`] (rows it cannot use go to
   ``self._skip(path, reason)``; the layout it found to ``self.layout_found``),
 * optionally ``_extra_features()`` and ``_postprocess(records)``.
 
@@ -97,7 +97,7 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
     TAGS: tuple[str, ...] = ()
     #: where to get the data; shown when ``data_dir`` is missing or unusable.
     SOURCE_HELP = ""
-    #: the expected on-disk layout; shown in :class:`DatasetLayoutError` messages.
+    #: the expected on-disk layout; shown in [`DatasetLayoutError`] messages.
     EXPECTED_LAYOUT = ""
     #: public source URLs (``None`` = no public URL, ``data_dir`` required); builders that
     #: have them download them in ``_scan`` (via ``self._download``) when ``data_dir`` is None.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from ._common import ImageRecord, child_dirs_ci, find_dir, iter_files, posix_relpath, seeded_rng
 from .builder import MedicalImageBuilder, MedicalImageConfig

@@ -2,19 +2,19 @@
 
 Two algorithms are provided:
 
-* :func:`stratified_split` -- the paper's random stratified split (3:1:1 for BreakHis,
+* [`stratified_split`] -- the paper's random stratified split (3:1:1 for BreakHis,
   1:1:2 for HCRF).  Every class is apportioned exactly: the held-out splits of a class
   receive ``round_half_up(n_c * r_i / sum(r))`` images and the split with the largest
   ratio (train for 3:1:1) receives the remainder.  This reproduces Table II of the
   paper for BreakHis ``malignant_200x`` (DC 538/179/179, LC 97/33/33, MC 118/39/39,
   PC 81/27/27) and keeps every per-class count within +-1 of its exact share.
-* :func:`patient_grouped_split` -- the leakage-free split: all images of one group
+* [`patient_grouped_split`] -- the leakage-free split: all images of one group
   (patient, lesion, ...) land in the same split, while class proportions follow the
   requested ratios as closely as the group sizes allow (greedy assignment with a
   per-class coverage guarantee and a few seeded restarts).
 
 Both functions are pure (no I/O), deterministic given ``seed`` and the *order* of the
-inputs, and return :class:`SplitIndices` (sorted index arrays).
+inputs, and return [`SplitIndices`] (sorted index arrays).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def minimum_class_size(ratios: Sequence[float], limit: int = 100_000) -> int:
 
 
 def assignment_from_indices(n: int, indices: SplitIndices, names: Sequence[str] = SPLIT_NAMES) -> list[str]:
-    """Turn :class:`SplitIndices` into a per-item list of split names."""
+    """Turn [`SplitIndices`] into a per-item list of split names."""
     out: list[str | None] = [None] * n
     for name, idx in zip(names, indices):
         for i in idx:
@@ -144,13 +144,13 @@ def stratified_split(
     """Random stratified train/validation/test split (the paper's protocol).
 
     Args:
-        labels: one label per item (ints or strings).
-        ratios: ``(train, validation, test)`` proportions, e.g. ``(3, 1, 1)`` or ``(1, 1, 2)``.
-        seed: seed of the ``numpy.random.default_rng`` used to shuffle each class.
-        class_names: optional names used in error messages when labels are ints.
+        labels (`Sequence[Any]`): one label per item (ints or strings).
+        ratios (`Sequence[float]`, *optional*, defaults to `(3, 1, 1)`): ``(train, validation, test)`` proportions, e.g. ``(3, 1, 1)`` or ``(1, 1, 2)``.
+        seed (`int`, *optional*, defaults to `42`): seed of the ``numpy.random.default_rng`` used to shuffle each class.
+        class_names (`Sequence[str] | None`, *optional*, defaults to `None`): optional names used in error messages when labels are ints.
 
     Returns:
-        :class:`SplitIndices` with sorted indices into ``labels``.
+        [`SplitIndices`] with sorted indices into ``labels``.
 
     Raises:
         InsufficientSamplesError: a class is too small to put at least one image in
@@ -278,12 +278,12 @@ def patient_grouped_split(
     perturbed group orders are tried and the best assignment is kept.
 
     Args:
-        labels: one label per item, or one multi-hot vector per item (multi-label).
-        groups: one group id per item (patient id, lesion id, ...).
-        ratios: ``(train, validation, test)`` proportions; a zero ratio gives an empty split.
-        seed: seed; the result is deterministic given ``seed`` and the input order.
-        class_names: optional names used in error messages when labels are ints.
-        n_restarts: number of greedy restarts (default: adaptive, 1..16 by dataset size).
+        labels (`Sequence[Any]`): one label per item, or one multi-hot vector per item (multi-label).
+        groups (`Sequence[Any]`): one group id per item (patient id, lesion id, ...).
+        ratios (`Sequence[float]`, *optional*, defaults to `(3, 1, 1)`): ``(train, validation, test)`` proportions; a zero ratio gives an empty split.
+        seed (`int`, *optional*, defaults to `42`): seed; the result is deterministic given ``seed`` and the input order.
+        class_names (`Sequence[str] | None`, *optional*, defaults to `None`): optional names used in error messages when labels are ints.
+        n_restarts (`int | None`, *optional*, defaults to `None`): number of greedy restarts (default: adaptive, 1..16 by dataset size).
 
     Raises:
         InsufficientSamplesError: a class occurs in fewer groups than splits with a

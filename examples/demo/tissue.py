@@ -77,7 +77,8 @@ def _load_svs_level0() -> np.ndarray:
             return _rgb(tif.series[0].asarray())
         except ValueError as err:
             if "imagecodecs" in str(err):
-                raise ImportError("decoding the JPEG tiles of the .svs needs imagecodecs: pip install imagecodecs") from err
+                raise ImportError("decoding the JPEG tiles of the .svs needs imagecodecs: "
+                                  "pip install imagecodecs") from err
             raise
 
 
@@ -237,7 +238,10 @@ def build_tile_dataset(
     """
     if tile_size < 8:
         raise ValueError(f"tile_size must be at least 8 pixels, got {tile_size}")
-    images = dict(sources) if isinstance(sources, Mapping) else collect_tissue_sources(sources, strict=sources is not None)
+    if isinstance(sources, Mapping):
+        images = dict(sources)
+    else:
+        images = collect_tissue_sources(sources, strict=sources is not None)
     if len(images) < 2:
         missing = dict.fromkeys(s.install for n, s in TISSUE_SOURCES.items() if n not in images)
         raise ValueError(f"a classification task needs at least 2 tissue sources, found {sorted(images)}. Install "

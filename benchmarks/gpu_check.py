@@ -20,9 +20,8 @@ import tempfile
 import time
 
 import _timing  # noqa: F401  (sets HF_HUB_OFFLINE)
-import numpy as np
 import torch
-from datasets import Dataset
+from torch.utils.data import Dataset
 from transformers import (
     Trainer, TimmWrapperConfig, TimmWrapperForImageClassification, TrainerCallback, TrainingArguments,
 )
@@ -54,11 +53,19 @@ class StepTimer(TrainerCallback):
         self.times.setdefault(stage, []).append(time.perf_counter() - self._start)
 
 
-def make_data(n: int, size: int) -> Dataset:
-    rng = np.random.default_rng(0)
-    return Dataset.from_dict({
-        "pixel_values": rng.normal(size=(n, 3, size, size)).astype("float32"), "labels": np.arange(n) % NUM_LABELS,
-    }).with_format("torch")
+class RandomImages(Dataset):
+    """`n` fixed random images (seeded by index, made on the fly: no Arrow table of hundreds of MB to build)."""
+
+    def __init__(self, n: int, size: int):
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(i)
+        pixels = torch.randn(3, self.size, self.size, generator=generator)
+        return {"pixel_values": pixels, "labels": torch.tensor(i % NUM_LABELS)}
 
 
 def common_args(args, compile_on: bool) -> dict:
@@ -107,9 +114,9 @@ def run_ours(args, data, compile_on: bool, tmp: str) -> dict:
 
 def run_reference(args, data, compile_on: bool, tmp: str) -> dict:
     reset_memory()
+    model_args = {"img_size": args.image_size} if args.image_size != 224 and "vit" in args.backbone else None
     model = TimmWrapperForImageClassification(
-        TimmWrapperConfig(architecture=args.backbone, num_labels=NUM_LABELS,
-                          model_args={"img_size": args.image_size} if "vit" in args.backbone else None)
+        TimmWrapperConfig(architecture=args.backbone, num_labels=NUM_LABELS, model_args=model_args)
     )
     timer = StepTimer()
     trainer = Trainer(model=model, args=TrainingArguments(output_dir=f"{tmp}/ref-{compile_on}", num_train_epochs=1,
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     print(f"torch {torch.__version__}, {device}, {args.backbone} (random weights), {args.image_size}px, bf16, "
           f"batch {args.batch}, {args.steps} steps per stage, first {args.warmup} steps dropped")
-    data = make_data(args.batch * args.steps, args.image_size)
+    data = RandomImages(args.batch * args.steps, args.image_size)
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -409,7 +409,8 @@ class CDTMTrainer(Trainer):
                 self._record(stage, plan, user_args, self.state)
                 step_offset += self.state.global_step
                 if len(plan) > 1 and stage.index == 1:
-                    # load_best_model_at_end has already put stage 1's best weights into the model
+                    # the weights stage 2 starts from: stage 1's best (load_best_model_at_end), or its last
+                    # with stage2_from_best=False
                     self.save_model(os.path.join(self.root_output_dir, "stage1_best"))
             self._select_stage(user_args)
         finally:

@@ -186,7 +186,9 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         else:
             self.head = LinearHead(config.hidden_size, config.num_labels)
         self.backbone_frozen = False
-        self.backbone_norm_eval = False  # keep BatchNorm statistics fixed while the backbone trains
+        # keep BatchNorm statistics fixed while the backbone trains; CDTMTrainer sets it per stage
+        # (training_args.backbone_norm_eval "auto": in SFT stage 2 of a backbone with BatchNorm)
+        self.backbone_norm_eval = False
         self.post_init()
 
     @classmethod

@@ -23,7 +23,7 @@ LAYERS = {
     **dict.fromkeys(CORE, 1),
     **dict.fromkeys(("data", "metrics", "evaluate_metrics", "reporting", "efficiency", "explain", "export",
                      "feature_cache", "checkpoint", "cards", "published", "paper"), 2),
-    "trainer": 3,
+    **dict.fromkeys(("trainer", "training_args"), 3),
     **dict.fromkeys(("recipe", "run_args", "hub", "predict", "experiments"), 4),
 }
 

@@ -8,8 +8,8 @@ Hub are checked by `preflight` before any data is read.
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,15 @@ from datasets import ClassLabel, DatasetDict
 from datasets.data_files import SPLIT_KEYWORDS
 from transformers import set_seed
 
+from .cards import write_model_card
 from .configuration_cdtm import CDTMConfig
 from .data import MANIFEST_FILENAME
-from .efficiency import count_flops
+from .efficiency import efficiency_summary
 from .hub import check_push_ready, push_checkpoint
-from .cards import write_model_card
-from .published import paper_reference_for
 from .image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from .metrics import compute_metrics, evaluation_report, write_results
 from .modeling_cdtm import CDTMForImageClassification
+from .published import paper_reference_for
 from .run_args import (
     DataArguments,
     ModelArguments,
@@ -402,7 +402,7 @@ def _test_and_record(
         dataset=data_args.dataset, dataset_config=data_args.dataset_config, split_strategy=split["strategy"],
         split=split, seed=args.seed, backbone=model.config.backbone, backbone_preset=model.config.backbone_preset,
         finetune_mode=finetune_mode, use_cdtm=model.config.use_cdtm, cdtm_variant=model.config.cdtm_variant,
-        training=training, efficiency=_efficiency_summary(model),
+        training=training, efficiency=efficiency_summary(model),
     )
     if evaluated is not None:
         report["evaluated_model"] = evaluated
@@ -452,16 +452,4 @@ def _training_summary(trainer: CDTMTrainer, model: CDTMForImageClassification) -
         "augment": args.augment,
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
-    }
-
-
-def _efficiency_summary(model: CDTMForImageClassification) -> dict[str, Any]:
-    total = model.num_parameters()
-    backbone = model.backbone.num_parameters() if hasattr(model.backbone, "num_parameters") else sum(
-        p.numel() for p in model.backbone.parameters())
-    return {
-        "gmacs": round(count_flops(model, model.config.image_size) / 2e9, 3),
-        "params_m": round(total / 1e6, 3),
-        "added_params": model.added_parameters(),
-        "lp_trainable_pct": round(100 * (total - backbone) / total, 2),
     }

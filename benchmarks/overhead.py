@@ -13,6 +13,7 @@ import torch
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
 from cdtm_hf.efficiency import count_flops
+from cdtm_hf.reporting import markdown_table
 
 
 def main():
@@ -22,8 +23,7 @@ def main():
     parser.add_argument("--backbones", nargs="+", default=["vitb16.laion2b", "convnextb.laion2b"])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, 224 px")
-    print("| Backbone | backbone (s) | CDTM model (s) | latency ratio | FLOP ratio |")
-    print("|---|---|---|---|---|")
+    rows = []
     x = torch.randn(args.batch, 3, 224, 224)
     for name in args.backbones:
         cdtm = CDTMForImageClassification(CDTMConfig(backbone=name, num_labels=4)).eval()
@@ -33,8 +33,9 @@ def main():
                 {"bare": lambda: bare(pixel_values=x), "cdtm": lambda: cdtm(pixel_values=x)}, args.repeats
             )
         flops = count_flops(cdtm, 224) / count_flops(bare, 224)
-        print(f"| {name} | {medians['bare']:.3f} | {medians['cdtm']:.3f} | {medians['cdtm'] / medians['bare']:.3f}x "
-              f"| {flops:.3f}x |")
+        rows.append([name, f"{medians['bare']:.3f}", f"{medians['cdtm']:.3f}",
+                     f"{medians['cdtm'] / medians['bare']:.3f}x", f"{flops:.3f}x"])
+    print(markdown_table(["Backbone", "backbone (s)", "CDTM model (s)", "latency ratio", "FLOP ratio"], rows))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from ._cbis_series import (
     pick_series_image,
     strip_first,
 )
-from ._common import ImageRecord, clean_rel, find_dir, posix_relpath, read_csv, require_pydicom
+from ._common import IMAGE_EXTENSIONS, ImageRecord, clean_rel, find_dir, posix_relpath, read_csv, require_pydicom
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class CBISDDSM(MedicalImageBuilder):
             return None, "empty path in the CSV"
         for base in (root, root / "CBIS-DDSM"):
             p = base / rel
-            for cand in (p, *(p.with_suffix(ext) for ext in (".png", ".jpg", ".jpeg"))):
+            for cand in (p, *(p.with_suffix(ext) for ext in IMAGE_EXTENSIONS)):  # a converted copy beside the .dcm path
                 if cand.is_file():
                     return cand, "csv path"
         parts = rel.split("/")

@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .data._common import IMAGE_EXTENSIONS
+from .data import IMAGE_EXTENSIONS
 from .image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from .modeling_cdtm import CDTMForImageClassification
 

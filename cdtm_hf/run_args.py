@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .data._common import VERIFY_MODES
+from .data import VERIFY_MODES
 from .trainer import CDTMTrainingArguments
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import timm.data
 import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_transforms import to_pil_image
-from transformers.image_utils import ImageInput, make_flat_list_of_images
+from transformers.image_utils import ImageInput
 
 DEFAULT_DATA_CONFIG = {
     "input_size": (3, 224, 224),
@@ -108,9 +108,18 @@ class CDTMImageProcessor(BaseImageProcessor):
         if return_tensors not in ("pt", None):
             raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
         transform = self.val_transforms
-        images = make_flat_list_of_images(images)
+        images = _image_list(images)
         pixel_values = torch.stack([transform(_as_rgb(image)) for image in images])
         return BatchFeature({"pixel_values": pixel_values}, tensor_type="pt")
+
+
+def _image_list(images: ImageInput) -> list:
+    """One image (PIL, or an (H, W), (H, W, C) or (C, H, W) array) or a batch (a list, or a 4-D array) as a list."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
 
 
 def _as_rgb(image: Any) -> PIL.Image.Image:

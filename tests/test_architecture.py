@@ -22,7 +22,7 @@ CORE = {"configuration_cdtm", "modeling_cdtm", "backbones", "image_processing_cd
 LAYERS = {
     **dict.fromkeys(CORE, 1),
     **dict.fromkeys(("data", "metrics", "evaluate_metrics", "reporting", "efficiency", "explain", "export",
-                     "feature_cache", "checkpoint", "cards", "published", "paper"), 2),
+                     "feature_cache", "checkpoint", "cards", "published", "paper", "pipeline"), 2),
     **dict.fromkeys(("trainer", "training_args"), 3),
     **dict.fromkeys(("recipe", "run_args", "hub", "predict", "experiments"), 4),
 }

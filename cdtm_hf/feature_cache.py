@@ -82,9 +82,8 @@ def feature_cache_key(dataset: Any, model: CDTMForImageClassification, dtype: st
 
 def _token_shape(model: CDTMForImageClassification) -> tuple[int, int]:
     """(k + p, d) of `model.backbone_features`: the prefix tokens plus the patch/spatial tokens, and their width."""
-    cfg = model.config
-    patch_tokens = cfg.num_tokens - (cfg.num_prefix_tokens if cfg.keep_prefix_tokens else 0)
-    return cfg.num_prefix_tokens + patch_tokens, cfg.hidden_size
+    backbone = model.backbone  # the token layout the adapter read once
+    return backbone.num_prefix_tokens + backbone.num_tokens, backbone.hidden_size
 
 
 def estimate_cache_bytes(model: CDTMForImageClassification, num_examples: int, dtype: str = "float16") -> int:

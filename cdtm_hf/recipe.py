@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, DatasetDict
-from datasets.data_files import SPLIT_KEYWORDS
 from transformers import set_seed
 
 from .cards import write_model_card
@@ -197,10 +196,10 @@ def effective_split_strategy(data_args: DataArguments) -> str:
         return data_args.split_strategy
     if data_args.split_strategy not in BUILDER_SPLIT_STRATEGIES:  # the caller describes how the folders were made
         return data_args.split_strategy
+    from .data.imagefolder import find_split_folders  # the one reader of split-folder names
+
     root = Path(data_args.data_dir or "")
-    has = {p.name.lower() for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
-    # the folder names `datasets` itself reads as train / validation / test
-    if all(has & set(names) for names in SPLIT_KEYWORDS.values()):
+    if root.is_dir() and set(find_split_folders(root)) == set(SPLITS):
         return "given by the imagefolder's train/validation/test folders"
     return "random stratified split of an imagefolder (not grouped by patient)"
 

@@ -55,7 +55,7 @@ def _split_of_folder(name: str) -> str | None:
     return None
 
 
-def _find_split_roots(root: Path) -> dict[str, Path]:
+def find_split_folders(root: Path) -> dict[str, Path]:
     """split -> folder for a split layout; ``{}`` for a flat ``<class>/`` layout."""
     roots: dict[str, Path] = {}
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
@@ -276,7 +276,7 @@ def load_imagefolder(
         what = "does not exist" if not root.exists() else "is not a folder"
         raise DatasetLayoutError(f"imagefolder data_dir {str(root)!r} {what}; expected {LAYOUTS['folders']} "
                                  f"or {LAYOUTS['flat']}")
-    roots = _find_split_roots(root)
+    roots = find_split_folders(root)
     layout = "folders" if roots else "flat"
     logger.info("imagefolder %s: found layout %s", root, LAYOUTS[layout])
     found = {s: _collect(p, root, s) for s, p in roots.items()} if roots else {"train": _collect(root, root, "train")}

@@ -19,10 +19,14 @@ import torch
 from PIL import Image
 from transformers import TrainerCallback
 
-from cdtm_hf.reporting import format_number, markdown_table
-from cdtm_hf.recipe import DataArguments, ModelArguments, attach_transforms, build_model, load_data
-from cdtm_hf.image_processing_cdtm import CDTMImageProcessor
-from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
+from cdtm_hf.evaluation.reporting import format_number, markdown_table
+from cdtm_hf.data.transforms import attach_transforms
+from cdtm_hf.run import load_data
+from cdtm_hf.training.model_builder import build_model
+from cdtm_hf.training.run_arguments import DataArguments, ModelArguments
+from cdtm_hf.core.image_processing_cdtm import CDTMImageProcessor
+from cdtm_hf.training.arguments import CDTMTrainingArguments
+from cdtm_hf.training.trainer import CDTMTrainer
 
 
 class EpochTimer(TrainerCallback):

@@ -12,8 +12,8 @@ import _timing  # noqa: F401  (sets HF_HUB_OFFLINE)
 import torch
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.efficiency import count_flops
-from cdtm_hf.reporting import markdown_table
+from cdtm_hf.evaluation.efficiency import count_flops
+from cdtm_hf.evaluation.reporting import markdown_table
 
 
 def main():

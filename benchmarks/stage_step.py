@@ -20,8 +20,9 @@ from transformers import (
 )
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.reporting import format_number, markdown_table
-from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
+from cdtm_hf.evaluation.reporting import format_number, markdown_table
+from cdtm_hf.training.arguments import CDTMTrainingArguments
+from cdtm_hf.training.trainer import CDTMTrainer
 
 
 class StepTimer(TrainerCallback):

@@ -7,7 +7,8 @@
     accelerate launch examples/run_grid.py examples/grids/transfer_study.yaml --only 'dinov2*'
 
 Run it again after an interruption: finished runs are skipped, interrupted ones resume from their last
-checkpoint. Every option: `python examples/run_grid.py --help`; the grid format: docs/experiments.md.
+checkpoint. Every option: `python examples/run_grid.py --help`; the grid format: docs/experiments.md. This file is a
+shell over `cdtm_hf.cli.grid` (installed as `cdtm-grid`).
 """
 
 import os
@@ -17,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None):
-    from cdtm_hf.experiments.runner import main as grid_main
+    from cdtm_hf.cli.grid import main as grid_main
 
     return grid_main(argv)
 

@@ -1,4 +1,5 @@
-"""The layering of cdtm_hf, read from the source: the model core stands alone and no module imports upwards.
+"""The layering of cdtm_hf, read from the source: the folders are the layers, the model core stands alone and no
+module imports upwards.
 
 The core (configuration, modeling, backbones, image processing, presets) is copied into every saved checkpoint as
 remote code, so it must import nothing else of cdtm_hf; every other module imports only its own layer or below.
@@ -18,14 +19,17 @@ PACKAGE = Path(cdtm_hf.__file__).parent
 FIXTURES = Path(__file__).parent / "fixtures"
 
 CORE = {"configuration_cdtm", "modeling_cdtm", "backbones", "image_processing_cdtm", "presets"}
-# layer of each top-level module or sub-package of cdtm_hf (DESIGN: docs/architecture.md)
+# the layer of each top-level folder (or module) of cdtm_hf; the map in docs/architecture.md
 LAYERS = {
-    **dict.fromkeys(CORE, 1),
-    **dict.fromkeys(("data", "metrics", "evaluate_metrics", "reporting", "efficiency", "explain", "export",
-                     "feature_cache", "checkpoint", "cards", "published", "paper", "pipeline"), 2),
-    **dict.fromkeys(("trainer", "training_args"), 3),
-    **dict.fromkeys(("recipe", "run_args", "hub", "predict", "experiments"), 4),
+    "core": 1,
+    **dict.fromkeys(("data", "evaluation", "paper"), 2),
+    **dict.fromkeys(("training", "hub"), 3),
+    **dict.fromkeys(("run", "experiments"), 4),
+    "cli": 5,
 }
+# package plumbing: `_lazy` (lazy exports) may be imported by every layer; `_compat` (the 0.2 import paths) reaches
+# every layer by name, and only `__init__` files, `_lazy` and a module's `__getattr__` (names it lost) import it
+PLUMBING = {"_lazy", "_compat"}
 
 
 def _module_name(path: Path) -> str:
@@ -61,21 +65,36 @@ def _imports_of(path: Path) -> set[str]:
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
 
 
-def test_every_module_has_a_layer():
+def test_ls_shows_the_layers():
+    """Every top-level entry of the package is a layer's folder, `run.py`, or plumbing; the core holds its five."""
+    entries = {p.stem for p in PACKAGE.iterdir() if p.name not in ("__init__.py", "__pycache__")}
+    assert entries == set(LAYERS) | PLUMBING, sorted(entries ^ (set(LAYERS) | PLUMBING))
+    assert {p.stem for p in (PACKAGE / "core").glob("*.py")} - {"__init__"} == CORE
     units = {_module_name(p) for p in SOURCES}
-    assert units <= set(LAYERS), f"modules without a layer in the map: {sorted(units - set(LAYERS))}"
+    assert units <= set(LAYERS) | PLUMBING, f"modules without a layer in the map: {sorted(units - set(LAYERS))}"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_imports_a_layer_above_its_own(path):
     unit = _module_name(path)
     for imported in _imports_of(path):
+        if imported == "_compat":  # only a package __init__, _lazy, or a module's __getattr__ for names it lost
+            shim = "def __getattr__" in path.read_text()
+            assert path.name == "__init__.py" or unit == "_lazy" or shim, f"{path} imports the compatibility shims"
+            continue
+        if unit == "_compat" or imported == "_lazy":
+            continue
         assert imported in LAYERS, f"{path.name} imports cdtm_hf.{imported}, which has no layer"
         assert LAYERS[imported] <= LAYERS[unit], (
             f"{path.relative_to(PACKAGE)} (layer {LAYERS[unit]}) imports cdtm_hf.{imported} (layer {LAYERS[imported]})"
         )
-        if unit in CORE:
-            assert imported in CORE, f"core module {path.name} imports cdtm_hf.{imported} outside the core"
+        if unit == "core":
+            assert imported == "core", f"core module {path.name} imports cdtm_hf.{imported} outside the core"
+    if unit == "core" and path.name != "__init__.py":  # the remote code: relative imports among its files only
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and (node.module or "") in CORE, f"{path.name}: from {'.' * node.level}{node.module}"
 
 
 def test_the_demo_is_outside_the_library():
@@ -88,8 +107,8 @@ def test_the_import_checker_sees_upward_imports(tmp_path):
     """The checker itself: a relative import from a sub-package and an absolute one are both resolved."""
     sample = PACKAGE / "data" / "_probe_for_test.py"
     try:
-        sample.write_text("from ..trainer import CDTMTrainer\nimport cdtm_hf.hub\nfrom . import splits\n")
-        assert _imports_of(sample) == {"trainer", "hub", "data"}
+        sample.write_text("from ..training.trainer import CDTMTrainer\nimport cdtm_hf.hub\nfrom . import splits\n")
+        assert _imports_of(sample) == {"training", "hub", "data"}
     finally:
         sample.unlink()
 
@@ -119,9 +138,10 @@ def test_checkpoints_saved_by_0_1_load_with_identical_logits(name):
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_and_functions_stay_small(path):
-    """No module over 500 lines and no function over 80, unless its docstring says why it is one subject."""
+    """No module over 400 lines and no function over 80, unless its docstring says why it is one subject."""
     text = path.read_text()
-    assert len(text.splitlines()) <= 500, f"{path.name} has {len(text.splitlines())} lines"
+    module_doc = ast.get_docstring(ast.parse(text)) or ""
+    assert len(text.splitlines()) <= 400 or "one subject" in module_doc, f"{path.name} has {len(text.splitlines())} lines"
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1

@@ -1,4 +1,4 @@
-"""Model cards (cdtm_hf.cards): what the card states must be what the run recorded, and each fact has one home.
+"""Model cards (cdtm_hf.hub.cards): what the card states must be what the run recorded, and each fact has one home.
 
 Cards are built from `config.json` alone (no weights), so these tests build no model.
 """
@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from cdtm_hf import CDTMConfig, cards, hub
-from cdtm_hf.cards import generate_model_card, write_model_card
-from cdtm_hf.published import PUBLISHED_RECIPES, paper_reference_for, recipe_command, render_recipe_card
+from cdtm_hf import CDTMConfig
+from cdtm_hf.hub import card_sections, cards
+from cdtm_hf.hub import push as hub
+from cdtm_hf.hub.cards import generate_model_card, write_model_card
+from cdtm_hf.hub.recipe_cards import render_recipe_card
+from cdtm_hf.paper.recipes import PUBLISHED_RECIPES, paper_reference_for, recipe_command
 from cdtm_hf.data import get_builder_class
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -184,12 +187,12 @@ def test_paper_reference_only_for_the_published_settings():
 
 
 def test_one_name_per_concept_and_templates_are_package_data():
-    from cdtm_hf.trainer import FINETUNE_MODES
+    from cdtm_hf.training.stages import FINETUNE_MODES
 
     for gone in ("DATASETS", "DatasetInfo", "RECIPES", "FINETUNE_MODES"):
-        assert not hasattr(cards, gone) and not hasattr(hub, gone), gone
-    assert set(cards.MODE_DESCRIPTIONS) == set(FINETUNE_MODES)
-    folder = resources.files("cdtm_hf").joinpath("templates")
+        assert not any(hasattr(m, gone) for m in (cards, card_sections, hub)), gone
+    assert set(card_sections.MODE_DESCRIPTIONS) == set(FINETUNE_MODES)
+    folder = resources.files("cdtm_hf.hub").joinpath("templates")
     assert folder.joinpath("model_card.md").is_file() and folder.joinpath("recipe_card.md").is_file()
 
 

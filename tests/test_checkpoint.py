@@ -1,4 +1,4 @@
-"""Checkpoint validation (cdtm_hf.checkpoint): complete, pickle-free, remote code closed over its relative imports."""
+"""Checkpoint validation (cdtm_hf.hub.checkpoint): complete, pickle-free, remote code closed over its relative imports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
-from cdtm_hf.checkpoint import CheckpointError, checkpoint_files, validate_checkpoint
+from cdtm_hf.hub.checkpoint import CheckpointError, checkpoint_files, validate_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cdtm_hf"
 
@@ -82,14 +82,14 @@ def test_a_pickle_is_refused_by_name(folder, name):
         validate_checkpoint(folder)
 
 
-def test_checkpoint_and_cards_import_nothing_above_their_layer():
-    """Layer 2 (checkpoint, cards) imports neither the trainer (3) nor recipes, hub or experiments (4)."""
-    above = {"trainer", "recipe", "hub", "predict", "experiments", "demo"}
-    for name in ("checkpoint.py", "cards.py"):
-        tree = ast.parse((PACKAGE / name).read_text())
+def test_checkpoint_and_cards_import_nothing_of_runs_or_command_lines():
+    """The Hub layer describes and publishes a finished folder: it needs no run, grid or command line to do it."""
+    above = {"run", "experiments", "cli", "demo"}
+    for name in ("checkpoint.py", "cards.py", "card_sections.py"):
+        tree = ast.parse((PACKAGE / "hub" / name).read_text())
         imported = {
             (node.module or "").split(".")[0]
             for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level == 1
+            if isinstance(node, ast.ImportFrom) and node.level == 2
         }
         assert not imported & above, (name, imported & above)

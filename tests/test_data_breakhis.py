@@ -73,7 +73,7 @@ def test_manifest_content(tree, paper_build):
     m = manifest(builder)
     assert m["dataset"] == "BreakHis" and m["config"] == "malignant_200x"
     assert m["split_strategy"] == "paper" and m["seed"] == 42 and m["ratios"] == [3.0, 1.0, 1.0]
-    assert m["class_names"] == MALIGNANT and m["skipped_corrupt"] == []
+    assert m["class_names"] == MALIGNANT and m["skipped"] == [] and m["num_skipped"] == 0
     files = m["files"]
     assert len(files) == sum(len(ds[s]) for s in ds)
     for split in ds:
@@ -167,7 +167,7 @@ def test_corrupt_image_raises_or_is_skipped(tree, tmp_path, caplog):
         builder, ds = prepare(BreakHis, root, tmp_path / "c2", skip_corrupt=True)
     assert victim.name in caplog.text
     m = manifest(builder)
-    assert [s["file"] for s in m["skipped_corrupt"]] == [victim.relative_to(root / "BreaKHis_v1/histology_slides/breast").as_posix()]
+    assert [s["path"] for s in m["skipped"]] == [victim.relative_to(root / "BreaKHis_v1/histology_slides/breast").as_posix()]
     assert all(victim.name not in f for s in ds for f in ds[s]["file"])
 
 

@@ -119,7 +119,7 @@ def test_data_dir_required(tmp_path):
 def test_tcia_nbia_download_crop_told_from_mask_by_description_or_pixels(tmp_path):
     """Item 1: the NBIA Data Retriever's descriptive folders + metadata.csv; crop and mask share a series folder."""
     pytest.importorskip("pydicom")
-    from cdtm_hf.image_processing_cdtm import to_rgb_image
+    from cdtm_hf.core.image_processing_cdtm import to_rgb_image
 
     tree = make_cbis_ddsm_nbia_tree(tmp_path / "tcia", n_patients=8, no_description=2)
     builder, ds = prepare(CBISDDSM, tree["root"], tmp_path / "c1", split_strategy="official")

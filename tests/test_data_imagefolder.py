@@ -23,7 +23,7 @@ from cdtm_hf.data import (  # noqa: E402
     InsufficientSamplesError,
     load_imagefolder,
 )
-from cdtm_hf.image_processing_cdtm import to_rgb_image  # noqa: E402
+from cdtm_hf.core.image_processing_cdtm import to_rgb_image  # noqa: E402
 
 datasets.disable_progress_bars()
 

@@ -80,6 +80,6 @@ def test_missing_and_corrupt_images(tree, tmp_path):
         prepare(ISIC2019, root, tmp_path / "c1")
     assert images[1].name in str(err.value)
     builder, ds = prepare(ISIC2019, root, tmp_path / "c2", skip_corrupt=True)
-    skipped = {s["file"] for s in manifest(builder)["skipped_corrupt"]}
+    skipped = {s["path"] for s in manifest(builder)["skipped"]}
     assert skipped == {f"ISIC_2019_Training_Input/{p.name}" for p in images[:2]}
     assert sum(len(ds[s]) for s in ds) == 62

@@ -37,7 +37,7 @@ def test_registry_and_aliases():
 
 def test_load_medical_dataset(tmp_path):
     info = make_breakhis_tree(tmp_path / "bh")
-    ds = load_medical_dataset("breakhis", tmp_path / "bh", cache_dir=str(tmp_path / "cache"))
+    ds, returned = load_medical_dataset("breakhis", tmp_path / "bh", cache_dir=str(tmp_path / "cache"))
     assert isinstance(ds, datasets.DatasetDict) and list(ds) == ["train", "validation", "test"]
     assert isinstance(ds["train"].features["label"], datasets.ClassLabel)
     assert isinstance(ds["train"].features["image"], datasets.Image)
@@ -47,27 +47,32 @@ def test_load_medical_dataset(tmp_path):
     manifests = list((tmp_path / "cache").rglob(MANIFEST_FILENAME))
     assert len(manifests) == 1
     m = read_manifest(manifests[0])
+    assert m == returned  # the builder returns the manifest it wrote, with the label facts
     assert m["split_strategy"] == "patient" and m["seed"] == 42 and m["config"] == "malignant_200x"
+    assert (m["label_column"], m["multi_label"], m["class_names"]) == ("label", False, label_names(ds))
+    assert m["grouping"] == "patient" and m["has_patient_ids"] and "class_counts" not in m
     # second call reuses the prepared cache (same manifest, no regeneration)
     mtime = manifests[0].stat().st_mtime_ns
-    ds2 = load_medical_dataset("breakhis", tmp_path / "bh", cache_dir=str(tmp_path / "cache"))
+    ds2, _ = load_medical_dataset("breakhis", tmp_path / "bh", cache_dir=str(tmp_path / "cache"))
     assert manifests[0].stat().st_mtime_ns == mtime
     assert ds2["test"]["file"] == ds["test"]["file"]
 
 
 def test_options_pass_through(tmp_path):
     make_hcrf_tree(tmp_path / "hcrf", n_normal=10, n_abnormal=10)
-    ds = load_medical_dataset(
-        "hcrf", tmp_path / "hcrf", config="full", split_strategy="paper", seed=1, cache_dir=str(tmp_path / "c"), ratios=(3, 1, 1)
+    ds, manifest = load_medical_dataset(
+        "hcrf", tmp_path / "hcrf", config="full", split_strategy="paper", seed=1, cache_dir=str(tmp_path / "c"),
+        ratios=(3, 1, 1),
     )
     assert [len(ds[s]) for s in ds] == [12, 4, 4]
+    assert manifest["grouping"] == "random" and "not grouped by patient" in manifest["description"]
     # embed_images stores the bytes in the Arrow files; force_redownload rebuilds
-    ds_embed = load_medical_dataset(
+    ds_embed, _ = load_medical_dataset(
         "hcrf", tmp_path / "hcrf", config="full", cache_dir=str(tmp_path / "c"), embed_images=True
     )
     raw = ds_embed["train"].cast_column("image", datasets.Image(decode=False))[0]["image"]
     assert raw["bytes"] and raw["path"].endswith(".png")
-    again = load_medical_dataset(
+    again, _ = load_medical_dataset(
         "hcrf", tmp_path / "hcrf", config="full", cache_dir=str(tmp_path / "c"), embed_images=True,
         download_mode="force_redownload",
     )

@@ -71,9 +71,12 @@ def test_isic_rows_without_lesion_id_make_grouping_image(tmp_path):
     assert "lesion_id groups" in m["layout"]
 
 
-def test_split_manifest_of_a_loaded_dataset(aptos, tmp_path):
-    from cdtm_hf.data import load_medical_dataset, split_manifest_of
+def test_a_loaded_dataset_comes_with_its_manifest(aptos, tmp_path):
+    from cdtm_hf.data import load_medical_dataset
 
-    ds = load_medical_dataset("aptos2019", aptos["root"], cache_dir=str(tmp_path / "c"))
-    m = split_manifest_of(ds)
+    ds, m = load_medical_dataset("aptos2019", aptos["root"], cache_dir=str(tmp_path / "c"))
     assert m["dataset"] == "APTOS2019" and set(m["files"]) == {f for s in ds for f in ds[s]["file"]}
+    assert m["grouping"] == "image" and not m["has_patient_ids"] and "one patient may appear" in m["description"]
+    with pytest.warns(FutureWarning, match="split_manifest_of is deprecated"):
+        from cdtm_hf.data import split_manifest_of
+    assert split_manifest_of(ds) == m  # the 0.2 reader still works for a release

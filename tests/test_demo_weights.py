@@ -83,7 +83,8 @@ def test_the_library_path_loads_the_file_into_the_backbone(weights_file):
     the ImageNet classifier) into the CDTM model's backbone."""
     from safetensors.torch import load_file
 
-    from cdtm_hf.recipe import ModelArguments, build_model
+    from cdtm_hf.training.model_builder import build_model
+    from cdtm_hf.training.run_arguments import ModelArguments
 
     args = ModelArguments(backbone="tf_efficientnet_lite0", backbone_library="timm", backbone_pretrained=True,
                           backbone_pretrained_file=weights_file, num_centers=8, image_size=64)

@@ -1,7 +1,8 @@
 """The efficiency CLI prints Table VII's rows for ViT-B and ConvNeXt-B."""
 
 from cdtm_hf import CDTMConfig
-from cdtm_hf.efficiency import count_flops, efficiency_row, main
+from cdtm_hf.cli.efficiency import main
+from cdtm_hf.evaluation.efficiency import count_flops, efficiency_row
 
 
 def test_cli_prints_vit_and_convnext_rows_beside_table_vii(capsys):

@@ -9,9 +9,10 @@ import pytest
 import torch
 import yaml
 
-import cdtm_hf.recipe as recipe
+import cdtm_hf.run as recipe
 from tests import helpers
-from cdtm_hf.experiments import RECIPE_FIELDS, GridError, load_grid, load_paper_results, main, run_grid
+from cdtm_hf.cli.grid import main
+from cdtm_hf.experiments import RECIPE_FIELDS, GridError, load_grid, load_paper_results, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "examples" / "grids").glob("*.yaml"))

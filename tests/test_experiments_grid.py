@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import cdtm_hf.experiments.runner as runner_module
-from cdtm_hf.experiments import GridError, load_grid, main, run_grid
-from cdtm_hf.experiments.runner import parse_set
+from cdtm_hf.cli.grid import main
+from cdtm_hf.experiments import GridError, load_grid, run_grid
+from cdtm_hf.cli.grid import parse_set
 from cdtm_hf.experiments.tables import f1_eq12
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_dataclass_checks_run_before_training(tmp_path, capsys):
     path.write_text(json.dumps(grid_dict(tmp_path / "runs", learning_rate=-1.0, data_dir=str(tmp_path))))
     assert main([str(path), "--dry_run"]) == 2
     err = capsys.readouterr().err
-    assert "cell lp_cdtm: ValueError: learning_rate must be > 0, got -1.0" in err
+    assert "base.learning_rate: learning_rate must be > 0, got -1.0" in err  # at the place that set it
     assert not (tmp_path / "runs").exists()
 
 

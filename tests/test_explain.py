@@ -8,14 +8,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.explain import (
-    cca_explanations,
-    cluster_usage,
-    denormalize_pixels,
-    explain_dataset,
-    plot_cluster_usage,
-    token_grid,
-)
+from cdtm_hf.evaluation.explain import cca_explanations, cluster_usage, denormalize_pixels, explain_dataset, token_grid
+from cdtm_hf.evaluation.explain_plots import plot_cluster_usage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

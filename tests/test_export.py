@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.export import export_onnx, verify_onnx
+from cdtm_hf.evaluation.export import export_onnx, verify_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -64,7 +64,7 @@ def test_cli_exports_and_verifies_a_checkpoint(tmp_path):
     )
     out = tmp_path / "out" / "model.onnx"
     result = subprocess.run(
-        [sys.executable, "-m", "cdtm_hf.export", str(tmp_path / "ckpt"), str(out), "--verify"],
+        [sys.executable, "-m", "cdtm_hf.cli.export", str(tmp_path / "ckpt"), str(out), "--verify"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cdtm_hf import feature_cache
-from cdtm_hf.feature_cache import build_feature_cache, estimate_cache_bytes, feature_cache_key
+from cdtm_hf.training import feature_cache
+from cdtm_hf.training.feature_cache import build_feature_cache, estimate_cache_bytes, feature_cache_key
 from tests.test_trainer import make_dataset, make_model, make_trainer
 
 FAST = dict(finetune_mode="lp", eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
@@ -58,7 +58,7 @@ def test_cache_is_skipped_up_front_when_the_free_disk_cannot_hold_it(tmp_path, m
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     trainer = make_trainer(make_model(), tmp_path, **{**FAST, "num_train_epochs": 1})
-    with caplog.at_level(logging.WARNING, logger="cdtm_hf.trainer"):
+    with caplog.at_level(logging.WARNING, logger="cdtm_hf.training.trainer"):
         trainer.train()
     assert not cache_files(tmp_path), "the cache was built although the disk cannot hold it"
     assert any("Feature cache off" in r.message and "free" in r.message for r in caplog.records)
@@ -85,7 +85,7 @@ def test_a_token_beyond_float16_range_builds_the_cache_in_float32(tmp_path, monk
     model, data = make_model(), make_dataset(4, 0)
     original = model.backbone_features
     monkeypatch.setattr(model, "backbone_features", lambda pixels: original(pixels) * 1e6)
-    with caplog.at_level(logging.WARNING, logger="cdtm_hf.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="cdtm_hf.training.feature_cache"):
         cached = build_feature_cache(model, data, tmp_path, dtype="float16")
     assert cached.features.dtype == np.float32 and np.isfinite(cached.features).all()
     assert any("overflows float16" in r.message for r in caplog.records)

@@ -20,9 +20,10 @@ from huggingface_hub.utils import filter_repo_objects
 from PIL import Image
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
-from cdtm_hf import hub
-from cdtm_hf.checkpoint import CheckpointError, checkpoint_files
-from cdtm_hf.hub import HubUnreachableError, InvalidRepoIdError, MissingTokenError, check_push_ready, push_checkpoint
+from cdtm_hf.cli import hub as hub_cli
+from cdtm_hf.hub import push as hub
+from cdtm_hf.hub.checkpoint import CheckpointError, checkpoint_files
+from cdtm_hf.hub.push import HubUnreachableError, InvalidRepoIdError, MissingTokenError, check_push_ready, push_checkpoint
 from tests.helpers import run_without_cdtm_hf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,12 +122,12 @@ def test_push_keeps_an_existing_card_and_the_cli_reports_errors(run_copy, capsys
     (run_copy / "README.md").write_text("---\nlicense: mit\n---\n# mine\n")
     with mock.patch.object(hub, "HfApi") as api_cls:
         api_cls.return_value.create_repo.return_value = RepoUrl(f"https://huggingface.co/{REPO_ID}")
-        assert hub.main(["push", str(run_copy), REPO_ID, "--token", "hf_test"]) == 0
+        assert hub_cli.main(["push", str(run_copy), REPO_ID, "--token", "hf_test"]) == 0
     assert (run_copy / "README.md").read_text() == "---\nlicense: mit\n---\n# mine\n"
     assert f"pushed {run_copy} to https://huggingface.co/{REPO_ID}" in capsys.readouterr().out
-    assert hub.main(["push", str(run_copy), "org/bad--name", "--token", "hf_test"]) == 2
+    assert hub_cli.main(["push", str(run_copy), "org/bad--name", "--token", "hf_test"]) == 2
     assert "invalid Hub repo id 'org/bad--name'" in capsys.readouterr().err
-    assert hub.main(["card", str(run_copy), "--repo_id", REPO_ID]) == 0
+    assert hub_cli.main(["card", str(run_copy), "--repo_id", REPO_ID]) == 0
     assert ModelCard.load(run_copy / "README.md").data.model_name == "vitb-laion2b-cdtm-breakhis"
 
 

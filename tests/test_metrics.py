@@ -13,11 +13,12 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 from transformers import EvalPrediction
 
-from cdtm_hf import CDTMConfig, CDTMForImageClassification, metrics
-from cdtm_hf.evaluate_metrics import CLASSIFICATION_METRIC_PATH
-from cdtm_hf.evaluate_metrics.cdtm_classification import eq12_f1 as module_eq12_f1
+from cdtm_hf import CDTMConfig, CDTMForImageClassification
+from cdtm_hf.evaluation import metrics
+from cdtm_hf.evaluation.evaluate_metrics import CLASSIFICATION_METRIC_PATH
+from cdtm_hf.evaluation.evaluate_metrics.cdtm_classification import eq12_f1 as module_eq12_f1
 from cdtm_hf.paper import load_paper_results
-from cdtm_hf.reporting import markdown_table
+from cdtm_hf.evaluation.reporting import markdown_table
 
 SCALAR_KEYS = {"accuracy", "precision", "recall", "f1", "f1_eq12"}
 
@@ -189,7 +190,8 @@ def test_write_results_table_iv_names_both_f1s_and_uses_the_one_renderer(tmp_pat
 
 
 def test_trainer_logs_f1_eq12_and_can_select_on_it(tmp_path):
-    from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
+    from cdtm_hf.training.arguments import CDTMTrainingArguments
+    from cdtm_hf.training.trainer import CDTMTrainer
 
     torch.manual_seed(0)
     model = CDTMForImageClassification(CDTMConfig(backbone="test_vit", image_size=32, num_labels=2, num_centers=3))

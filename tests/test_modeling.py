@@ -135,7 +135,7 @@ def test_backbone_keeps_its_library_initialisation():
 
 
 def test_offline_pretrained_backbone_error_names_the_model_and_the_remedy():
-    from cdtm_hf.backbones import BackboneWeightsError
+    from cdtm_hf.core.backbones import BackboneWeightsError
 
     config = CDTMConfig(backbone="vit_tiny_patch16_224.augreg_in21k", image_size=224, num_labels=2,
                         backbone_pretrained=True)
@@ -147,7 +147,7 @@ def test_offline_pretrained_backbone_error_names_the_model_and_the_remedy():
 
 
 def test_missing_weights_file_is_named(tmp_path):
-    from cdtm_hf.backbones import BackboneWeightsError
+    from cdtm_hf.core.backbones import BackboneWeightsError
 
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(BackboneWeightsError, match="nope.safetensors"):

@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import pipeline
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor, to_rgb_image
-from cdtm_hf.pipeline import CDTMImageClassificationPipeline
+from cdtm_hf.hub.pipeline import CDTMImageClassificationPipeline
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.image_processing_cdtm import CDTMImageProcessor
-from cdtm_hf.predict import collect_images, main
+from cdtm_hf.core.image_processing_cdtm import CDTMImageProcessor
+from cdtm_hf.cli.predict import main
+from cdtm_hf.evaluation.predict import collect_images
 from tests.helpers import write_imagefolder
 
 

@@ -1,4 +1,4 @@
-"""The recipe's pieces: pre-flight checks, the stratified train subset, the output folder guard, the split record."""
+"""A run's pieces: pre-flight checks, the stratified train subset, the output folder guard, the split record."""
 
 from __future__ import annotations
 
@@ -7,31 +7,31 @@ import json
 import numpy as np
 import pytest
 
-from cdtm_hf.recipe import (
-    DataArguments,
-    ModelArguments,
-    build_model,
-    load_data,
-    split_record,
-    stratified_subset,
-)
-from cdtm_hf.run_args import clear_output_dir, resolve_model_args, resolve_resume
+from cdtm_hf.core.configuration_cdtm import FieldError
+from cdtm_hf.data.manifest import make_manifest, manifest_summary
+from cdtm_hf.data.splits import stratified_subset
+from cdtm_hf.run import load_run_data
+from cdtm_hf.training.arguments import CDTMTrainingArguments
+from cdtm_hf.training.model_builder import build_model
+from cdtm_hf.training.output_dir import clear_output_dir
+from cdtm_hf.training.run_arguments import DataArguments, ModelArguments, resolve_model_args
+from cdtm_hf.training.stages import ResumePoint, resolve_resume, stage_plan
 from tests.helpers import write_imagefolder
 
 
 def test_max_train_samples_keeps_every_class_stratified_and_seeded(tmp_path):
     data = write_imagefolder(tmp_path / "data")  # train: 6 benign then 6 malignant
-    ds, names, column = load_data(DataArguments(data_dir=str(data), max_train_samples=4))
-    labels = ds["train"][column]
+    ds, manifest = load_run_data(DataArguments(data_dir=str(data), max_train_samples=4))
+    labels = ds["train"][manifest["label_column"]]
     assert len(labels) == 4 and sorted(set(labels)) == [0, 1] and labels.count(0) == 2
-    again, _, _ = load_data(DataArguments(data_dir=str(data), max_train_samples=4))
+    again, _ = load_run_data(DataArguments(data_dir=str(data), max_train_samples=4))
     def pixels(dataset):
         return [int(np.asarray(image).sum()) for image in dataset["image"]]
 
     assert pixels(again["train"]) == pixels(ds["train"])
     with pytest.raises(ValueError, match=r"max_train_samples=1 cannot keep one image of each of the 2 classes "
                                          r"\(benign, malignant\); pass --max_train_samples 2"):
-        load_data(DataArguments(data_dir=str(data), max_train_samples=1))
+        load_run_data(DataArguments(data_dir=str(data), max_train_samples=1))
 
 
 def test_stratified_subset_follows_the_class_shares():
@@ -45,16 +45,20 @@ def test_stratified_subset_follows_the_class_shares():
 
 
 def test_resume_values_from_the_command_line(tmp_path):
-    assert resolve_resume("False", str(tmp_path)) is None and resolve_resume(None, str(tmp_path)) is None
-    with pytest.raises(ValueError, match="found no checkpoint"):
-        resolve_resume("True", str(tmp_path))
-    (tmp_path / "stage1" / "checkpoint-3").mkdir(parents=True)
-    (tmp_path / "stage1" / "checkpoint-3" / "trainer_state.json").write_text("{}")
-    assert resolve_resume("true", str(tmp_path)) is True
-    assert resolve_resume(str(tmp_path / "stage1" / "checkpoint-3"), str(tmp_path)).endswith("checkpoint-3")
+    plan = stage_plan(CDTMTrainingArguments(output_dir=str(tmp_path), finetune_mode="sft", report_to="none"))
+    assert resolve_resume("False", tmp_path, plan) is None and resolve_resume(None, tmp_path, plan) is None
+    with pytest.raises(FileNotFoundError, match="found no checkpoint"):
+        resolve_resume("True", tmp_path, plan)
+    with pytest.raises(FileNotFoundError, match="no such folder"):  # one resolver, one error type for a missing one
+        resolve_resume(str(tmp_path / "stage2" / "checkpoint-9"), tmp_path, plan)
+    for stage, step in (("stage1", 3), ("stage2", 5)):
+        (tmp_path / stage / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / stage / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resolve_resume("true", tmp_path, plan) == ResumePoint(1, str(tmp_path / "stage2" / "checkpoint-5"))
+    assert resolve_resume(str(tmp_path / "stage1" / "checkpoint-3"), tmp_path, plan).stage_index == 0
     (tmp_path / "stage1_best").mkdir()
     with pytest.raises(ValueError, match=r"--model_name_or_path .*stage1_best.*checkpoint-3"):
-        resolve_resume(str(tmp_path / "stage1_best"), str(tmp_path))
+        resolve_resume(str(tmp_path / "stage1_best"), tmp_path, plan)
 
 
 def test_an_interrupted_run_is_refused_too(tmp_path):
@@ -80,21 +84,38 @@ def test_offline_pretrained_backbone_error_names_the_model_and_the_remedies():
         build_model(ModelArguments(backbone="test_vit", image_size=32, num_centers=3), ["a", "b"])
 
 
-def test_split_record_states_the_grouping():
-    builder = split_record(DataArguments(dataset="aptos2019", split_strategy="patient"), None)
-    assert builder["grouping"] == "image" and "one patient may appear" in builder["description"]
-    manifest = {"split_strategy": "patient", "grouping": "patient", "counts": {}}
-    record = split_record(DataArguments(dataset="breakhis"), manifest)
-    assert record["grouping"] == "patient" and record["manifest"] == manifest
-    json.dumps(record)
-    paper = split_record(DataArguments(dataset="breakhis", split_strategy="paper"), {**manifest, "split_strategy": "paper"})
-    assert paper["grouping"] == "random" and "no patient" not in paper["description"]
+def test_the_manifest_words_the_split_from_its_grouping_and_the_report_keeps_no_file_list():
+    common = dict(dataset="X", seed=3, class_names=["a"], label_column="label", multi_label=False,
+                  num_images={"train": 1}, counts={"train": {"a": 1}}, skipped=[], files={"p.png": "train"})
+    image = make_manifest(split_strategy="patient", grouping="image", has_patient_ids=False, **common)
+    assert "one patient may appear" in image["description"] and "(seed 3)" in image["description"]
+    paper = make_manifest(split_strategy="paper", grouping="random", has_patient_ids=True, **common)
+    assert "not grouped by patient" in paper["description"] and paper["has_patient_ids"]
+    summary = manifest_summary({**paper, "data_dir": "/data", "skipped": [{"path": "/data/x/1.png", "reason": "r"}]})
+    assert "files" not in summary and "data_dir" not in summary and summary["skipped"][0]["path"] == "x/1.png"
+    json.dumps(summary)
+    with pytest.raises(ValueError, match="grouping 'leaky' is not one of"):
+        make_manifest(split_strategy="patient", grouping="leaky", has_patient_ids=True, **common)
 
 
-def test_argument_dataclasses_refuse_bad_values():
-    with pytest.raises(ValueError, match="verify_images 'quick' is not one of: fast, full, none"):
-        DataArguments(verify_images="quick")
+def test_argument_dataclasses_refuse_bad_values_naming_the_field():
+    with pytest.raises(FieldError, match="verify_images 'quick' is not one of: fast, full, none") as err:
+        DataArguments(data_dir="d", verify_images="quick")
+    assert err.value.field == "verify_images"
     with pytest.raises(ValueError, match="validation_fraction \\+ test_fraction"):
-        DataArguments(validation_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(ValueError, match="num_centers .* must be >= 1, got 0"):
+        DataArguments(data_dir="d", validation_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(FieldError, match="dataset imagefolder needs data_dir"):
+        DataArguments()
+    with pytest.raises(FieldError, match=r"unknown dataset 'brekhis' \(did you mean 'breakhis'\?\)"):
+        DataArguments(dataset="brekhis")
+    with pytest.raises(FieldError, match="hcrf has no config 'balancd' \\(did you mean 'balanced'\\?\\)"):
+        DataArguments(dataset="hcrf", dataset_config="balancd")
+    with pytest.raises(FieldError, match="num_centers .* must be >= 1, got 0") as err:
         ModelArguments(num_centers=0)
+    assert err.value.field == "num_centers"
+    with pytest.raises(FieldError, match="unknown backbone 'vitb16.laion2'.*did you mean 'vitb16.laion2b'") as err:
+        ModelArguments(backbone="vitb16.laion2")
+    assert err.value.field == "backbone"
+    with pytest.raises(FieldError, match="learning_rate must be > 0") as err:
+        CDTMTrainingArguments(output_dir="o", learning_rate=0, report_to="none")
+    assert err.value.field == "learning_rate"

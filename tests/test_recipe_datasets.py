@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from cdtm_hf.recipe import DataArguments, ModelArguments, run_finetuning
-from cdtm_hf.trainer import CDTMTrainingArguments
+from cdtm_hf.run import run_finetuning
+from cdtm_hf.training.run_arguments import DataArguments, ModelArguments
+from cdtm_hf.training.arguments import CDTMTrainingArguments
 from tests.data_fixtures import make_breakhis_tree, make_chexpert_tree
 
 TINY = dict(backbone="test_vit", backbone_pretrained=False, image_size=32, num_centers=3)

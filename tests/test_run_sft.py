@@ -97,7 +97,7 @@ def test_run_records_its_split_and_what_model_was_used(sft_run):
 
 def test_run_logs_stages_prunes_optimizer_states_and_pins_no_memory_on_cpu(sft_run):
     _, out, _, _, messages = sft_run
-    assert any(m.startswith("cdtm_hf.trainer") and "stage 1/2" in m for m in messages), messages
+    assert any(m.startswith("cdtm_hf.training.trainer") and "stage 1/2" in m for m in messages), messages
     checkpoints = list(out.glob("stage*/checkpoint-*"))
     assert checkpoints and not [p for c in checkpoints for p in c.glob("optimizer*")]
     assert json.loads((out / "training_args.json").read_text())["dataloader_pin_memory"] is False
@@ -112,7 +112,7 @@ def test_rerun_into_a_finished_run_is_refused_before_any_data_is_read(sft_run):
 
 
 def test_overwrite_output_dir_clears_the_old_run_first(sft_run, tmp_path):
-    from cdtm_hf.run_args import clear_output_dir
+    from cdtm_hf.training.output_dir import clear_output_dir
 
     data, out, _, _, _ = sft_run
     copy = shutil.copytree(out, tmp_path / "out")
@@ -170,12 +170,12 @@ def test_checkpoint_with_another_image_size_is_refused(sft_run, tmp_path):
 
 
 def test_push_is_checked_before_any_data_is_read(tmp_path, monkeypatch):
-    import cdtm_hf.recipe
+    import cdtm_hf.run
 
     def unreachable(repo_id, token=None):
         raise ConnectionError(f"the Hub did not answer for {repo_id}")
 
-    monkeypatch.setattr(cdtm_hf.recipe, "check_push_ready", unreachable)
+    monkeypatch.setattr(cdtm_hf.run, "check_push_ready", unreachable)
     with pytest.raises(ConnectionError, match="me/cdtm"):
         run_sft.main([*TINY, "--data_dir", str(tmp_path / "no_such_data"), "--output_dir", str(tmp_path / "o"),
                       "--push_to_hub", "--hub_model_id", "me/cdtm"])

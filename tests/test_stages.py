@@ -13,7 +13,10 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.trainer import STAGE_RECORD_KEYS, CDTMTrainingArguments, prune_optimizer_states, stage_plan
+from cdtm_hf.training.arguments import CDTMTrainingArguments
+from cdtm_hf.training.output_dir import prune_optimizer_states
+from cdtm_hf.training.stages import stage_plan
+from cdtm_hf.training.trainer import STAGE_RECORD_KEYS
 from tests.test_trainer import SIZE, make_model, make_trainer, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +123,7 @@ def test_auto_keeps_batchnorm_statistics_fixed_in_sft_stage2(tmp_path, caplog):
     stats, weights = running_means(model), snapshot(model.backbone)
     assert stats
     trainer = make_trainer(model, tmp_path)  # backbone_norm_eval defaults to "auto"
-    with caplog.at_level(logging.INFO, logger="cdtm_hf.trainer"):
+    with caplog.at_level(logging.INFO, logger="cdtm_hf.training.trainer"):
         trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(stats, running_means(model))), "stage 2 moved BatchNorm statistics"
     assert any(torch.equal(a, b) is False for a, b in zip(weights.values(), snapshot(model.backbone).values()))
@@ -142,7 +145,7 @@ def test_boundary_switches_under_each_setting(tmp_path, setting, mode, bn_fixed)
     plan = stage_plan(trainer.args)
     fixed = []
     for stage in plan:
-        trainer._enter_stage(stage, plan, trainer.args)
+        trainer._stage_trainer(stage, plan)  # sets the backbone up for the stage, as train() does
         model.train()
         fixed.append(not any(m.training for m in bn))
         assert all(m.training is not stage.frozen_backbone for m in drop)
@@ -171,7 +174,6 @@ def test_stage1_best_is_kept_when_stage2_gets_worse(tmp_path):
     model = make_model()
     trainer = make_trainer(model, tmp_path, stage1_epochs=2, stage2_epochs=1, stage2_learning_rate=50.0)
     trainer.train_dataset, trainer.eval_dataset = separable(12, 0), separable(8, 1)
-    trainer._datasets = (trainer.train_dataset, trainer.eval_dataset)
     trainer.train()
     first, second = trainer.stage_records
     assert first["best_metric"] > second["best_metric"], "the test needs a stage 2 that does worse"

@@ -1,6 +1,7 @@
 """CDTMTrainer: fine-tuning modes, resume, run_sft.py, bad input (see also test_stages.py, test_feature_cache.py)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from cdtm_hf import CDTMConfig, CDTMForImageClassification
-from cdtm_hf.metrics import compute_metrics
-from cdtm_hf.trainer import CDTMTrainer, CDTMTrainingArguments
+from cdtm_hf.evaluation.metrics import compute_metrics
+from cdtm_hf.training.arguments import CDTMTrainingArguments
+from cdtm_hf.training.trainer import CDTMTrainer
 from tests.helpers import write_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,11 +118,8 @@ def snapshot_part(state, prefix):
 class Kill(TrainerCallback):
     """Stop the process (an exception) right after the first stage-2 checkpoint is written."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
-
     def on_save(self, args, state, control, **kwargs):
-        if self.trainer.stage.index == 2 and state.epoch >= 1:
+        if Path(args.output_dir).name == "stage2" and state.epoch >= 1:
             raise KeyboardInterrupt("killed")
 
 
@@ -131,7 +130,7 @@ def test_kill_in_stage2_and_resume_equals_uninterrupted(tmp_path):
     straight_trainer.train()
 
     victim = make_trainer(make_model(), tmp_path / "b", **overrides)
-    victim.add_callback(Kill(victim))
+    victim.add_callback(Kill())
     with pytest.raises(KeyboardInterrupt):
         victim.train()
     assert (tmp_path / "b" / "stage2" / "checkpoint-3").is_dir()
@@ -181,24 +180,26 @@ BASE = ["--backbone", "test_vit", "--backbone_pretrained", "False", "--image_siz
 
 
 def test_missing_and_empty_dataset_dir(tmp_path):
-    from cdtm_hf.recipe import DataArguments, load_data
+    from cdtm_hf.run import load_run_data
+    from cdtm_hf.training.run_arguments import DataArguments
 
     with pytest.raises(ValueError, match="does not exist"):
-        load_data(DataArguments(data_dir=str(tmp_path / "nope")))
+        load_run_data(DataArguments(data_dir=str(tmp_path / "nope")))
     (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds no images"):
-        load_data(DataArguments(data_dir=str(tmp_path / "empty")))
+        load_run_data(DataArguments(data_dir=str(tmp_path / "empty")))
 
 
 def test_class_without_images_in_a_split(tmp_path):
-    from cdtm_hf.recipe import DataArguments, load_data
+    from cdtm_hf.run import load_run_data
+    from cdtm_hf.training.run_arguments import DataArguments
 
     data = write_imagefolder(tmp_path / "data")
     for f in (data / "test" / "malignant").iterdir():
         f.unlink()
     (data / "test" / "malignant" / "only.txt").write_text("not an image")
     with pytest.raises(ValueError, match="class 'malignant' has no images in the test split"):
-        load_data(DataArguments(data_dir=str(data)))
+        load_run_data(DataArguments(data_dir=str(data)))
 
 
 def test_unknown_finetune_mode_and_sft_without_stage2(tmp_path):
@@ -211,20 +212,27 @@ def test_unknown_finetune_mode_and_sft_without_stage2(tmp_path):
     assert result.returncode != 0 and "sft needs stage2_epochs > 0" in result.stderr
 
 
-def test_imagefolder_records_what_decided_its_split(tmp_path):
-    from cdtm_hf.recipe import DataArguments, effective_split_strategy
+def test_imagefolder_manifest_records_what_decided_its_split(tmp_path):
+    from cdtm_hf.run import load_run_data
+    from cdtm_hf.training.run_arguments import DataArguments
+
+    def manifest(**kwargs):
+        return load_run_data(DataArguments(cache_dir=str(tmp_path / "cache"), **kwargs))[1]
 
     data = write_imagefolder(tmp_path / "data")
-    assert "folders" in effective_split_strategy(DataArguments(data_dir=str(data)))
+    given = manifest(data_dir=str(data))
+    assert (given["split_strategy"], given["grouping"]) == ("folders", "folders") and "given by the folders" in \
+        given["description"]
     (data / "validation").rename(data / "dev")  # a name `datasets` reads as the validation split
-    assert "folders" in effective_split_strategy(DataArguments(data_dir=str(data)))
+    assert manifest(data_dir=str(data))["grouping"] == "folders"
     (data / "dev").rename(data / "validation")
-    flat = tmp_path / "flat"
-    (flat / "a").mkdir(parents=True)
-    assert "random stratified" in effective_split_strategy(DataArguments(data_dir=str(flat)))
-    described = DataArguments(data_dir=str(data), split_strategy="spatially disjoint image regions")
-    assert effective_split_strategy(described) == "spatially disjoint image regions"
-    assert effective_split_strategy(DataArguments(dataset="breakhis", split_strategy="paper")) == "paper"
+    flat = write_imagefolder(tmp_path / "flat_src", per_class=(10, 0, 0))
+    shutil.move(str(flat / "train"), str(tmp_path / "flat"))
+    carved = manifest(data_dir=str(tmp_path / "flat"))
+    assert carved["grouping"] == "random" and "random stratified" in carved["description"]
+    described = manifest(data_dir=str(data), split_strategy="spatially disjoint image regions")
+    assert described["split_strategy"] == "spatially disjoint image regions"
+    assert described["description"].startswith("spatially disjoint image regions (given by the folders")
 
 
 def test_backbone_norm_eval_keeps_batchnorm_statistics_while_the_backbone_trains(tmp_path):

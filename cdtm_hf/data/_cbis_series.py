@@ -10,14 +10,15 @@ UID is their third component. The distributions store the series under other nam
 
 A crop and its ROI mask often share one series folder, with file names that do not say which is which. They are
 told apart by the description (the DICOM ``SeriesDescription`` of each file, or the ``dicom_info.csv`` row), and
-where that is missing by the pixel statistics (a mask is binary: [`cdtm_hf.data._common.mask_score`]).
+where that is missing by the pixel statistics (a mask is binary: [`cdtm_hf.data.dicom.mask_score`]).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import IMAGE_EXTENSIONS, clean_rel, find_file, mask_score, read_csv, require_pydicom
+from .dicom import mask_score, require_pydicom
+from .files import IMAGE_EXTENSIONS, clean_rel, find_file, read_csv
 
 __all__ = ["describe_kind", "nbia_series_index", "pick_series_image", "dicom_info_index", "strip_first"]
 

@@ -13,7 +13,7 @@ patient may be present), so the ``patient`` split is image-level; a warning says
 
 from __future__ import annotations
 
-from ._common import ImageRecord, find_file, posix_relpath, read_csv
+from .files import ImageRecord, find_file, posix_relpath, read_csv
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["APTOS2019", "APTOS2019_CLASSES"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import datasets
 
-from ._common import ImageRecord, child_dirs_ci, find_dir, iter_files
+from .files import ImageRecord, child_dirs_ci, find_dir, iter_files
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["BreakHis", "BreakHisConfig", "BREAKHIS_TUMOR_TYPES", "BREAKHIS_URL"]

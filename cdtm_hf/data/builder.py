@@ -15,7 +15,6 @@ opt-in skipping of bad files, each named in the log and in the manifest), the sp
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -26,17 +25,11 @@ from typing import Any
 
 import datasets
 
-from ._common import (
-    ARCHIVE_SUFFIXES,
-    MANIFEST_FILENAME,
-    VERIFY_MODES,
-    DataDirRequiredError,
-    DatasetLayoutError,
-    ImageRecord,
-    dicom_to_png_bytes,
-    is_archive,
-    verify_records,
-)
+from .dicom import dicom_to_png_bytes
+from .errors import DataDirRequiredError, DatasetLayoutError
+from .files import ARCHIVE_SUFFIXES, ImageRecord, is_archive
+from .manifest import MANIFEST_FILENAME, make_manifest, write_manifest
+from .verify import VERIFY_MODES, verify_records
 from .splits import (
     SPLIT_NAMES,
     SPLIT_STRATEGIES,
@@ -69,7 +62,8 @@ class MedicalImageConfig(datasets.BuilderConfig):
         num_workers: threads used to verify images (default ``min(8, cpu_count)``).
     """
 
-    version: datasets.Version | str | None = datasets.Version("1.1.0")
+    # 1.2.0: the manifest records the grouping of the split ("random" for the paper's) and has_patient_ids
+    version: datasets.Version | str | None = datasets.Version("1.2.0")
     split_strategy: str = "patient"
     seed: int = 42
     ratios: Sequence[float] | None = None
@@ -83,7 +77,7 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
     """Base class: see the module docstring.  Subclasses set the class attributes below."""
 
     BUILDER_CONFIG_CLASS = MedicalImageConfig
-    VERSION = datasets.Version("1.1.0")
+    VERSION = datasets.Version("1.2.0")
 
     #: short name used in the manifest and in messages.
     DISPLAY_NAME = "dataset"
@@ -278,7 +272,7 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
         if not records:
             raise self._layout_error("no usable images left after verification/filtering")
         assignment = self._assign_splits(records)
-        self._write_manifest(records, assignment, self.scan_skipped + bad, notes, bad)
+        self._write_manifest(records, assignment, self.scan_skipped + bad, notes)
         by_split: dict[str, list[ImageRecord]] = {s: [] for s in SPLIT_NAMES}
         for rec, split in zip(records, assignment):
             by_split[split].append(rec)
@@ -340,11 +334,16 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
 
     # ----- manifest
     def _grouping(self, records: list[ImageRecord]) -> str:
-        """``"patient"`` when every group is a real patient (or lesion) id, else ``"image"``."""
-        real = self._has_patient_ids() and all(r.has_patient_id for r in records)
-        return "patient" if real else "image"
+        """What the split kept together: ``"random"`` for the paper's split, else ``"patient"`` when every group is
+        a real patient (or lesion) id, else ``"image"``."""
+        if self.config.split_strategy == "paper":
+            return "random"
+        return "patient" if self._real_patient_ids(records) else "image"
 
-    def _write_manifest(self, records, assignment, skipped, notes, bad_images) -> None:
+    def _real_patient_ids(self, records: list[ImageRecord]) -> bool:
+        return self._has_patient_ids() and all(r.has_patient_id for r in records)
+
+    def _write_manifest(self, records, assignment, skipped, notes) -> None:
         names = self._class_names()
         counts: dict[str, dict[str, int]] = {s: {c: 0 for c in names} for s in SPLIT_NAMES}
         totals: dict[str, int] = {s: 0 for s in SPLIT_NAMES}
@@ -358,44 +357,22 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
             else:
                 counts[split][names[rec.label]] += 1
         cfg = self.config
-        manifest = {
-            "dataset": self.DISPLAY_NAME,
-            "builder": self.name,
-            "config": cfg.name,
-            "config_id": self.config_id,
-            "version": str(cfg.version),
-            "split_strategy": cfg.split_strategy,
-            "seed": cfg.seed,
-            "ratios": list(self.ratios),
-            "class_names": list(names),
-            "label_column": self.label_column,
-            "multi_label": self.MULTI_LABEL,
-            "data_dir": cfg.data_dir,
-            "datasets_version": datasets.__version__,
-            "num_images": {s: totals[s] for s in SPLIT_NAMES},
-            "num_groups": {s: len(split_groups[s]) for s in SPLIT_NAMES},
+        manifest = make_manifest(
+            dataset=self.DISPLAY_NAME, split_strategy=cfg.split_strategy, grouping=self._grouping(records),
+            seed=cfg.seed, class_names=names, label_column=self.label_column, multi_label=self.MULTI_LABEL,
+            num_images=totals, counts=counts, skipped=skipped, has_patient_ids=self._real_patient_ids(records),
+            files=dict(zip((r.relpath for r in records), assignment)),
+            builder=self.name, config=cfg.name, config_id=self.config_id, version=str(cfg.version),
+            ratios=list(self.ratios), data_dir=cfg.data_dir, datasets_version=datasets.__version__,
+            num_groups={s: len(split_groups[s]) for s in SPLIT_NAMES},
             # > 0 means leakage: with "paper" the same patient is in several splits
-            "groups_in_several_splits": sum(
+            groups_in_several_splits=sum(
                 1 for g in set().union(*split_groups.values()) if sum(g in split_groups[s] for s in SPLIT_NAMES) > 1
             ),
-            "grouping": self._grouping(records),
-            "images_without_patient_id": sum(1 for r in records if not (r.has_patient_id and self._has_patient_ids())),
-            "layout": self.layout_found,
-            "counts": counts,
-            "class_counts": counts,
-            "skipped": skipped,
-            "num_skipped": len(skipped),
-            # the images dropped by verification only (kept for older readers)
-            "skipped_corrupt": [{"file": b["path"], "error": b["reason"]} for b in bad_images],
-            "notes": notes,
-            "files": dict(sorted(zip((r.relpath for r in records), assignment))),
-        }
-        os.makedirs(self._output_dir, exist_ok=True)
-        path = os.path.join(self._output_dir, MANIFEST_FILENAME)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
+            images_without_patient_id=sum(1 for r in records if not (r.has_patient_id and self._has_patient_ids())),
+            layout=self.layout_found, notes=notes,
+        )
+        write_manifest(manifest, self._output_dir)
         logger.info(
             "%s/%s split (%s, seed %s): %s", self.DISPLAY_NAME, cfg.name, cfg.split_strategy, cfg.seed, totals
         )
-
-

@@ -48,7 +48,8 @@ from ._cbis_series import (
     pick_series_image,
     strip_first,
 )
-from ._common import IMAGE_EXTENSIONS, ImageRecord, clean_rel, find_dir, posix_relpath, read_csv, require_pydicom
+from .dicom import require_pydicom
+from .files import IMAGE_EXTENSIONS, ImageRecord, clean_rel, find_dir, posix_relpath, read_csv
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ __all__ = ["CBISDDSM", "CBISDDSMConfig", "CBIS_DDSM_CLASSES"]
 CBIS_DDSM_CLASSES = ["benign", "malignant"]
 PATHOLOGY_TO_LABEL = {"BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0, "MALIGNANT": 1}
 IMAGE_COLUMNS = {"full": "image file path", "cropped": "cropped image file path"}
-SERIES_DESCRIPTIONS = {"full": "full mammogram images", "cropped": "cropped images"}
 ABNORMALITIES = {"both": ("mass", "calc"), "mass": ("mass",), "calc": ("calc",)}
 
 

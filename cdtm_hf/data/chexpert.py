@@ -28,7 +28,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from ._common import ImageRecord, clean_rel, find_dir, read_csv
+from .files import ImageRecord, clean_rel, find_dir, read_csv
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["CheXpert", "CheXpertConfig", "CHEXPERT_LABELS", "UNCERTAINTY_POLICIES"]

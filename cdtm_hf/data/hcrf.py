@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 
-from ._common import ImageRecord, child_dirs_ci, find_dir, iter_files, posix_relpath, seeded_rng
+from .files import ImageRecord, child_dirs_ci, find_dir, iter_files, posix_relpath, seeded_rng
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["HCRF", "HCRFConfig", "IMAGE_DIR_NAMES", "MASK_DIR_NAMES"]

@@ -9,7 +9,7 @@ Missing validation or test folders are carved out of train the same way. Every i
 is loaded (threaded): with ``skip_corrupt=False`` one error names every missing or unreadable file, with
 ``skip_corrupt=True`` they are dropped, each named in the log and in the manifest. The folders are read by
 ``datasets.load_dataset("imagefolder")``; images keep their bit depth (16-bit PNG/TIFF decode to PIL mode ``I;16``,
-turned into 8-bit RGB by ``cdtm_hf.image_processing_cdtm.to_rgb_image`` in the training transform).
+turned into 8-bit RGB by ``cdtm_hf.core.image_processing_cdtm.to_rgb_image`` in the training transform).
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ from pathlib import Path
 import datasets
 from datasets.data_files import SPLIT_KEYWORDS
 
-from ._common import (
-    IMAGE_EXTENSIONS,
-    VERIFY_MODES,
-    DatasetLayoutError,
-    ImageRecord,
-    is_image_file,
-    posix_relpath,
-    verify_records,
-)
+from .errors import DatasetLayoutError
+from .files import IMAGE_EXTENSIONS, ImageRecord, is_image_file, posix_relpath
+from .manifest import make_manifest
 from .splits import SPLIT_NAMES, InsufficientSamplesError, stratified_split
+from .verify import VERIFY_MODES, verify_records
 
 logger = logging.getLogger(__name__)
 
@@ -206,30 +201,25 @@ def _describe(roots: dict[str, Path], carved: list[str], fractions: dict[str, fl
 
 
 def _manifest(root: Path, layout: str, roots: dict, carved: list, fractions: dict[str, float], seed: int,
-              verify_images: str, classes: list[str], data_files: dict, found: dict, skipped: list) -> dict:
+              verify_images: str, classes: list[str], data_files: dict, found: dict, skipped: list,
+              split_description: str | None) -> dict:
     """The split manifest of an imagefolder load (what `split_manifest.json` records)."""
-    return {
-        "dataset": "imagefolder",
-        "config": None,
-        "data_dir": str(root),
-        "layout": LAYOUTS[layout],
-        "split_strategy": "folders" if roots and not carved else "stratified",
-        "grouping": "folders" if roots and not carved else "random",
-        "description": _describe(roots, carved, fractions, seed),
-        "carved_splits": carved,
-        "split_folders": {s: p.name for s, p in roots.items()},
-        "seed": seed,
-        "validation_fraction": fractions["validation"],
-        "test_fraction": fractions["test"],
-        "verify_images": verify_images,
-        "class_names": classes,
-        "label_column": "label",
-        "num_images": {s: len(data_files[s]) for s in SPLIT_NAMES},
-        "counts": {s: {c: len(found[s][c]) for c in classes} for s in SPLIT_NAMES},
-        "skipped": skipped,
-        "num_skipped": len(skipped),
-        "files": {posix_relpath(p, root): s for s in SPLIT_NAMES for p in data_files[s]},
-    }
+    given = bool(roots) and not carved
+    description = _describe(roots, carved, fractions, seed)
+    return make_manifest(
+        dataset="imagefolder",
+        # a caller that made the folders elsewhere may say how (e.g. "spatially disjoint regions"); it is recorded
+        split_strategy=split_description or ("folders" if given else "stratified"),
+        grouping="folders" if given else "random",
+        description=f"{split_description} ({description})" if split_description else description,
+        seed=seed, class_names=classes, label_column="label", multi_label=False,
+        num_images={s: len(data_files[s]) for s in SPLIT_NAMES},
+        counts={s: {c: len(found[s][c]) for c in classes} for s in SPLIT_NAMES}, skipped=skipped,
+        files={posix_relpath(p, root): s for s in SPLIT_NAMES for p in data_files[s]}, has_patient_ids=False,
+        config=None, data_dir=str(root), layout=LAYOUTS[layout], carved_splits=carved,
+        split_folders={s: p.name for s, p in roots.items()}, validation_fraction=fractions["validation"],
+        test_fraction=fractions["test"], verify_images=verify_images,
+    )
 
 
 def load_imagefolder(
@@ -242,6 +232,7 @@ def load_imagefolder(
     skip_corrupt: bool = False,
     cache_dir: str | None = None,
     num_proc: int | None = None,
+    split_description: str | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Load a class-per-folder image set as train/validation/test, every image verified before anything trains.
 
@@ -257,6 +248,8 @@ def load_imagefolder(
             ``skipped``) instead of raising one error that names them all.
         cache_dir (`str`, *optional*): ``datasets`` cache directory.
         num_proc (`int`, *optional*): processes ``datasets`` uses to prepare the splits.
+        split_description (`str`, *optional*): how the split folders were made, in the caller's words (e.g.
+            ``"spatially disjoint image regions"``); recorded as the manifest's ``split_strategy``.
 
     Returns:
         `tuple[datasets.DatasetDict, dict]`: the splits (``image`` and ``label`` columns, ``ClassLabel`` names =
@@ -295,6 +288,6 @@ def load_imagefolder(
     if names != classes:  # pragma: no cover - datasets changed how it names the classes
         raise RuntimeError(f"datasets' imagefolder named the classes {names}, expected {classes}")
     manifest = _manifest(root, layout, roots, carved, fractions, seed, verify_images, classes, data_files, found,
-                         skipped)
+                         skipped, split_description)
     logger.info("imagefolder %s: %s; %s", root, manifest["description"], manifest["num_images"])
     return datasets.DatasetDict({s: ds[s] for s in SPLIT_NAMES}), manifest

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._common import ImageRecord, find_file, posix_relpath, read_csv
+from .files import ImageRecord, find_file, posix_relpath, read_csv
 from .builder import MedicalImageBuilder, MedicalImageConfig
 
 __all__ = ["ISIC2019", "ISIC2019Config", "ISIC2019_URLS", "ISIC2019_CLASSES"]

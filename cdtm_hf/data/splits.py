@@ -36,6 +36,7 @@ __all__ = [
     "normalize_ratios",
     "patient_grouped_split",
     "stratified_split",
+    "stratified_subset",
 ]
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
@@ -325,3 +326,42 @@ def patient_grouped_split(
 
     item_split = best_assign[g_inv]
     return SplitIndices(*(np.flatnonzero(item_split == k).astype(np.int64) for k in range(3)))
+
+
+def stratified_subset(
+    labels: np.ndarray | None, total: int, size: int, seed: int, names: Sequence[str] | None = None
+) -> list[int]:
+    """Indices of a seeded subset of `size` rows that keeps every class in proportion (at least one image each).
+
+    Args:
+        labels (`np.ndarray`, *optional*): the class index of each row; `None` (multi-label) samples uniformly.
+        total (`int`): the number of rows.
+        size (`int`): the subset size.
+        seed (`int`): the sampling seed.
+        names (`Sequence[str]`, *optional*): class names, for the error message.
+
+    Raises an `InsufficientSamplesError` naming the classes when `size` cannot hold one image of every class.
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return sorted(rng.choice(total, size=size, replace=False).tolist())
+    classes, counts = np.unique(labels, return_counts=True)
+    if size < len(classes):
+        shown = [_class_name(c, names) for c in classes]
+        raise InsufficientSamplesError(
+            f"max_train_samples={size} cannot keep one image of each of the {len(classes)} classes "
+            f"({', '.join(shown)}); pass --max_train_samples {len(classes)} or more"
+        )
+    share = counts * size / total
+    quota = np.maximum(1, np.floor(share)).astype(int)
+    order = np.argsort(-(share - np.floor(share)))  # largest remainders first
+    i = 0
+    while quota.sum() < size:  # hand out what flooring left, largest remainder first, within each class's count
+        c = order[i % len(order)]
+        if quota[c] < counts[c]:
+            quota[c] += 1
+        i += 1
+    while quota.sum() > size:  # the minimum of one per class can overshoot: take back from the largest classes
+        quota[np.argmax(quota)] -= 1
+    keep = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    return sorted(np.concatenate(keep).tolist())

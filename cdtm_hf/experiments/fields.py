@@ -17,8 +17,8 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from ..run_args import DataArguments, ModelArguments, RunArguments
-from ..trainer import CDTMTrainingArguments
+from ..training.arguments import CDTMTrainingArguments
+from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
 #: The argument dataclasses of one run, in `run_finetuning`'s order (the same parser as `examples/run_sft.py`).
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments)
@@ -54,10 +54,14 @@ def is_field(name: Any) -> bool:
 @lru_cache(maxsize=None)
 def _instance_defaults(cls: type) -> dict[str, Any]:
     """The values a default-constructed instance holds (`__post_init__` may fill a None default, e.g. the
-    backbone); {} for the training arguments, whose construction does far more than fill defaults."""
+    backbone); {} for the training arguments, whose construction does far more than fill defaults, and for a class
+    whose defaults alone do not pass its checks (an imagefolder needs a `data_dir`)."""
     if issubclass(cls, CDTMTrainingArguments):
         return {}
-    return dataclasses.asdict(cls())
+    try:
+        return dataclasses.asdict(cls())
+    except ValueError:
+        return {}
 
 
 def field_default(name: str) -> Any:

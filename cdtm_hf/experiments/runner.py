@@ -1,4 +1,5 @@
-"""Running a grid: every cell x seed through `run_finetuning`, resumable, then the tables; and its command line.
+"""Running a grid: every cell x seed through `run_finetuning`, resumable, then the tables (`cdtm-grid` is
+`cdtm_hf.cli.grid`).
 
 A run whose `test_results.json` exists is skipped; one with a `checkpoint-*` folder but no results continues from
 it (`resume_from_checkpoint=True`); every other run starts from the beginning. Under `accelerate launch` every
@@ -9,13 +10,11 @@ process walks the grid in step and `accelerate.PartialState` decides which one w
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import logging
 import os
 import re
-import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from typing import Any
 import pandas as pd
 from accelerate import PartialState
 
-from .. import recipe as _recipe
-from .grid import Cell, Grid, GridError, Problems, load_grid
+from .. import run as _run
+from .grid import Grid, load_grid
+from .spec import Cell, GridError, Problems
 from .tables import cell_line, read_results, write_tables
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _run_one(grid: Grid, cell: Cell, seed: int, resume: bool, result: GridRun, k
         logger.info("Resuming %s seed %d from its last checkpoint", cell.cell_id, seed)
     (run_dir / "error.txt").unlink(missing_ok=True)
     try:
-        (runner or _recipe.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
+        (runner or _run.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
     except Exception as err:
         if not keep_going:
             raise
@@ -204,7 +204,7 @@ def run_grid(
         keep_going (`bool`, *optional*, defaults to `False`): log a failed run (and write `error.txt` beside it)
             and go on, instead of raising.
         progress (`bool`, *optional*, defaults to `True`): show a progress bar over the cells.
-        runner (`Callable`, *optional*): replaces `cdtm_hf.recipe.run_finetuning`.
+        runner (`Callable`, *optional*): replaces `cdtm_hf.run.run_finetuning`.
 
     Returns:
         `GridRun`: what ran, resumed, was skipped or failed, and the tables.
@@ -239,71 +239,7 @@ def run_grid(
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Command line (examples/run_grid.py, cdtm-grid)
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """`--set key=value` items -> {key: value}; the value is typed by the field, as `run_sft.py --key value` is.
+def __getattr__(name: str):  # the names that moved out of this module in 0.3 (cdtm_hf._compat)
+    from .._compat import removed_attribute
 
-    `null` and `~` give None (e.g. `--set data_dir=null`: BreakHis then downloads the public archive).
-    """
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise GridError(f"--set {item!r}: expected key=value, e.g. --set num_train_epochs=1")
-        overrides[key.strip()] = None if value.strip() in ("null", "~") else value
-    return overrides
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Run an experiment grid (cells x seeds) through run_finetuning and write results.csv/results.md."
-        " See docs/experiments.md.",
-    )
-    parser.add_argument("grid", help="grid file (.yaml, .yml or .json)")
-    parser.add_argument("--output_dir", help="override the grid's output_dir")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="set a field in every cell, after the axes (repeatable), e.g. --set num_train_epochs=1")
-    parser.add_argument("--max_cells", type=int, help="train at most this many unfinished cells, then stop")
-    parser.add_argument("--only", nargs="+", metavar="PATTERN", help="run only cells whose id matches (shell pattern)")
-    parser.add_argument("--keep_going", action="store_true", help="log a failed run and go on with the next")
-    parser.add_argument("--dry_run", action="store_true", help="validate, list the cells and their status, run nothing")
-    parser.add_argument("--table_only", action="store_true", help="rewrite results.csv/results.md from finished runs")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def _dry_run(grid: Grid) -> None:
-    print(f"grid {grid.name}: {len(grid.cells)} cells x {len(grid.seeds)} seeds -> {grid.output_dir}")
-    for cell in grid.cells:
-        status = ", ".join(f"seed{s} {run_status(grid.run_dir(cell, s))}" for s in grid.seeds)
-        print(f"  {cell.cell_id} [{cell.recipe}]: {status}")
-    check_recorded_cells(grid)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The `cdtm-grid` command: 0 when every run finished, 1 when a run failed (`--keep_going`), 2 for a bad grid."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        grid = load_grid(args.grid, output_dir=args.output_dir, overrides=parse_set(args.overrides),
-                         check_paths=not args.table_only)
-        if args.dry_run:
-            _dry_run(grid)
-            return 0
-        if args.table_only:
-            _, _, paths = write_tables(grid)
-            print(f"results: {paths['csv']}, {paths['markdown']}")
-            return 0
-        run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
-                       progress=not args.no_progress)
-    except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if run.paths:
-        print(f"results: {run.paths['csv']}, {run.paths['markdown']}")
-    return 1 if run.failed else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return removed_attribute(__name__, name)

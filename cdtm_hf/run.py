@@ -1,0 +1,258 @@
+"""One fine-tuning run end to end: pre-flight -> data -> model -> CDTMTrainer -> best model -> test -> record, card, push.
+
+Orchestration only: each step is a library function of its own package. `cdtm-train` / `examples/run_sft.py` and the
+experiment grid are thin shells over `run_finetuning` (train, then test) and `run_evaluation` (test a saved model
+without training). The argument dataclasses check every value when they are built; `preflight` checks what needs the
+world (the checkpoint, the resume point, the output folder, the Hub) before any data is read.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import set_seed
+
+from .core.image_processing_cdtm import CDTMImageProcessor
+from .core.modeling_cdtm import CDTMForImageClassification
+from .data.loading import load_splits
+from .data.manifest import manifest_summary, write_manifest
+from .data.transforms import attach_transforms
+from .evaluation.efficiency import efficiency_summary
+from .evaluation.metrics import compute_metrics, evaluation_report, write_results
+from .hub.cards import write_model_card
+from .hub.push import check_push_ready, push_checkpoint
+from .paper.recipes import paper_reference_for
+from .training.arguments import CDTMTrainingArguments
+from .training.model_builder import build_model
+from .training.output_dir import clear_output_dir, prune_optimizer_states
+from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
+from .training.stages import resolve_resume, stage_plan
+from .training.trainer import CDTMTrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_run_data", "preflight", "run_evaluation", "run_finetuning"]
+
+
+def preflight(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CDTMTrainingArguments,
+    run_args: RunArguments,
+    train: bool = True,
+) -> tuple[ModelArguments, str | None]:
+    """Check what a run needs of the world before it reads data; return the model arguments it will use and the
+    checkpoint it resumes from.
+
+    Args:
+        model_args (`ModelArguments`): the requested model; with `model_name_or_path`, checked against the checkpoint.
+        data_args (`DataArguments`): checked on construction.
+        training_args (`CDTMTrainingArguments`): checked on construction; its resume point and output folder here.
+        run_args (`RunArguments`): how a finished run in `output_dir` is treated.
+        train (`bool`): False for an evaluate-only run, which needs `model_name_or_path`.
+    """
+    if not train and not model_args.model_name_or_path:
+        raise ValueError("--do_train False evaluates a saved model: pass --model_name_or_path <folder or Hub id>")
+    model_args = resolve_model_args(model_args)
+    resume = None
+    if train:
+        point = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir,
+                               stage_plan(training_args))
+        resume = point.checkpoint if point else None
+        if resume is None:
+            clear_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+    elif (Path(training_args.output_dir) / "test_results.json").exists() and not run_args.overwrite_output_dir:
+        raise FileExistsError(
+            f"{training_args.output_dir} already holds test_results.json; pass --overwrite_output_dir to re-score "
+            "into it, or another --output_dir"
+        )
+    if training_args.push_to_hub:  # a bad repo id, a missing login or an unreachable Hub fails now
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id <user or org>/<name>, e.g. me/cdtm-vitb16-breakhis")
+        check_push_ready(training_args.hub_model_id, training_args.hub_token)
+    return model_args, resume
+
+
+def load_run_data(data_args: DataArguments):
+    """The run's train/validation/test `DatasetDict` and its split manifest (`cdtm_hf.data.load_splits`)."""
+    return load_splits(
+        data_args.dataset, data_args.data_dir, dataset_config=data_args.dataset_config,
+        split_strategy=data_args.split_strategy, seed=data_args.split_seed,
+        validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
+        cache_dir=data_args.cache_dir, verify_images=data_args.verify_images, skip_corrupt=data_args.skip_corrupt,
+        max_train_samples=data_args.max_train_samples,
+    )
+
+
+def _without_trainer_push(training_args: CDTMTrainingArguments) -> CDTMTrainingArguments:
+    """The Trainer's copy of the arguments: it never pushes; the run pushes the selected model once, with its card."""
+    args = copy.copy(training_args)
+    args.push_to_hub = False
+    return args
+
+
+def method_name(model: CDTMForImageClassification, finetune_mode: str | None) -> str:
+    """A row label in the paper's style, e.g. 'vitb16.laion2b-CDTM-SFT'."""
+    cfg = model.config
+    name = cfg.backbone_preset or cfg.backbone
+    return f"{name}{'-CDTM' if cfg.use_cdtm else ''}" + (f"-{finetune_mode.upper()}" if finetune_mode else "")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def run_finetuning(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CDTMTrainingArguments,
+    run_args: RunArguments | None = None,
+) -> dict[str, Any]:
+    """Train (all stages of `finetune_mode`), keep the best model on validation, test it, write the results.
+
+    Writes into `output_dir`: the best model (safetensors + config + remote code + preprocessor), `run_args.json`
+    (the arguments used and the training record, written before testing), `split_manifest.json`, `test_results.json`,
+    `test_results.md` (Table IV row), `confusion_matrix.png`, TensorBoard events under `runs/`, and a model card.
+    Returns the `test_results.json` content.
+
+    Args:
+        model_args (`ModelArguments`): the model to build or continue from.
+        data_args (`DataArguments`): the data and its split.
+        training_args (`CDTMTrainingArguments`): the fine-tuning mode and its hyperparameters.
+        run_args (`RunArguments`, *optional*): `overwrite_output_dir`, `keep_checkpoints`.
+    """
+    run_args = run_args or RunArguments()
+    model_args, resume = preflight(model_args, data_args, training_args, run_args)
+    set_seed(training_args.seed)
+    ds, manifest = load_run_data(data_args)
+    names = manifest["class_names"]
+    model = build_model(model_args, names, manifest["multi_label"])
+    processor = CDTMImageProcessor.from_model_config(model.config)
+    ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment)
+    trainer = CDTMTrainer(
+        model=model, args=_without_trainer_push(training_args), train_dataset=ds["train"],
+        eval_dataset=ds["validation"], processing_class=processor, compute_metrics=compute_metrics,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model(str(output_dir))  # the selected model with its processor
+    training = _training_summary(trainer, training_args, model)
+    if trainer.is_world_process_zero():  # keep the published folder pickle-free: the arguments as JSON instead
+        (output_dir / "training_args.bin").unlink(missing_ok=True)
+        (output_dir / "training_args.json").write_text(training_args.to_json_string())
+        _write_run_args(output_dir, model, model_args, data_args, run_args, training)
+    report = _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, training,
+                              push=training_args.push_to_hub)
+    if trainer.is_world_process_zero() and not run_args.keep_checkpoints:
+        prune_optimizer_states(output_dir)  # every checkpoint is superseded by the saved model
+    return report
+
+
+def run_evaluation(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: CDTMTrainingArguments,
+    run_args: RunArguments | None = None,
+) -> dict[str, Any]:
+    """Test a saved model (`model_args.model_name_or_path`, a folder or Hub id) without training; write the results.
+
+    The model's classes must be the data's. Writes `test_results.json`/`.md`, `confusion_matrix.png` and
+    `split_manifest.json` into `output_dir`; when `output_dir` is the model's own folder (re-scoring a run whose
+    test failed), the training record of its `run_args.json` is kept in the report and the model card is rewritten.
+    """
+    run_args = run_args or RunArguments()
+    model_args, _ = preflight(model_args, data_args, training_args, run_args, train=False)
+    ds, manifest = load_run_data(data_args)
+    names = manifest["class_names"]
+    model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path)
+    saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if saved != names:
+        raise ValueError(
+            f"{model_args.model_name_or_path} classifies {saved}, but the data's classes are {names}; evaluate it "
+            "on data with the same classes (in the same order), or fine-tune it with --do_train True"
+        )
+    try:
+        processor = CDTMImageProcessor.from_pretrained(model_args.model_name_or_path)
+    except OSError:
+        processor = CDTMImageProcessor.from_model_config(model.config)
+    ds = attach_transforms(ds, processor, manifest["label_column"], augment=False)
+    trainer = CDTMTrainer(model=model, args=_without_trainer_push(training_args), eval_dataset=ds["validation"],
+                          processing_class=processor, compute_metrics=compute_metrics)
+    model_dir = Path(model_args.model_name_or_path)
+    in_place = model_dir.is_dir() and model_dir.resolve() == Path(training_args.output_dir).resolve()
+    record = json.loads((model_dir / "run_args.json").read_text()) if (model_dir / "run_args.json").is_file() else {}
+    return _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, record.get("training"),
+                            push=training_args.push_to_hub and in_place, write_card=in_place,
+                            evaluated=model_args.model_name_or_path)
+
+
+def _test_and_record(
+    trainer: CDTMTrainer, args: CDTMTrainingArguments, test_set, model: CDTMForImageClassification,
+    data_args: DataArguments, manifest: dict, training: dict | None, push: bool, write_card: bool = True,
+    evaluated: str | None = None,
+) -> dict[str, Any]:
+    """Predict the test set, then write the results (and card, and push) into `output_dir`; return the report."""
+    output_dir = Path(args.output_dir)
+    prediction = trainer.predict(test_set, metric_key_prefix="test")
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    report = evaluation_report(logits, prediction.label_ids, manifest["class_names"],
+                               loss=prediction.metrics.get("test_loss"))
+    finetune_mode = (training or {}).get("finetune_mode")
+    split = {"strategy": manifest["split_strategy"], "grouping": manifest["grouping"],
+             "description": manifest["description"], "manifest": manifest_summary(manifest)}
+    report.update(
+        dataset=data_args.dataset, dataset_config=data_args.dataset_config, split_strategy=split["strategy"],
+        split=split, seed=args.seed, backbone=model.config.backbone, backbone_preset=model.config.backbone_preset,
+        finetune_mode=finetune_mode, use_cdtm=model.config.use_cdtm, cdtm_variant=model.config.cdtm_variant,
+        training=training, efficiency=efficiency_summary(model),
+    )
+    if evaluated is not None:
+        report["evaluated_model"] = evaluated
+    if not trainer.is_world_process_zero():
+        return report
+    write_manifest(manifest, output_dir)
+    write_results(report, output_dir, method_name(model, finetune_mode))
+    if data_args.explain and model.config.use_cdtm:
+        from .evaluation.explain import explain_dataset
+
+        explain_dataset(model, test_set, output_dir / "explain")
+    if write_card:
+        write_model_card(output_dir, report, repo_id=args.hub_model_id, paper_reference=paper_reference_for(report))
+    if push:
+        push_checkpoint(output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
+    return report
+
+
+def _write_run_args(
+    output_dir: Path, model: CDTMForImageClassification, model_args: ModelArguments, data_args: DataArguments,
+    run_args: RunArguments, training: dict[str, Any],
+) -> None:
+    """`run_args.json`: the model arguments as the built model has them, the data and run arguments, the record."""
+    cfg = model.config
+    used = {**asdict(model_args), "backbone": cfg.backbone_preset or cfg.backbone, "backbone_library":
+            cfg.backbone_library, "image_size": cfg.image_size, "use_cdtm": cfg.use_cdtm, "num_centers":
+            cfg.num_centers, "num_cdtm_blocks": cfg.num_cdtm_blocks, "head_type": cfg.head_type,
+            "mha_num_heads": cfg.mha_num_heads, "cdtm_variant": cfg.cdtm_variant}
+    record = {"model": used, "data": asdict(data_args), "run": asdict(run_args), "training": training}
+    (output_dir / "run_args.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def _training_summary(
+    trainer: CDTMTrainer, args: CDTMTrainingArguments, model: CDTMForImageClassification
+) -> dict[str, Any]:
+    """`report["training"]`: the run-wide settings, and per stage what the trainer recorded as it ran."""
+    return {
+        "finetune_mode": args.finetune_mode,
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "batch_size": args.per_device_train_batch_size,
+        "weight_decay": args.weight_decay,
+        "betas": [args.adam_beta1, args.adam_beta2],
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "image_size": model.config.image_size,
+        "metric_for_best_model": args.metric_for_best_model,
+        "augment": args.augment,
+        "stages": [dict(s) for s in trainer.stage_records],
+        "selected_stage": trainer.selected_stage,
+    }

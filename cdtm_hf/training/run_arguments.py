@@ -1,0 +1,168 @@
+"""The argument dataclasses of one run besides `CDTMTrainingArguments`: the model, the data and the output folder.
+
+Each field is checked once, on construction, by the one check of its subject (`check_model_fields` and
+`backbone_problem` of the model core, `data_source_problem` of the data package), so a run started from
+`examples/run_sft.py`, a grid or Python fails on a wrong value before any data is read, and in a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+from ..core.backbones import backbone_problem
+from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
+from ..data.registry import IMAGEFOLDER, data_source_problem
+from ..data.verify import VERIFY_MODES
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "vitb16.laion2b"
+DEFAULT_IMAGE_SIZE = 224
+
+__all__ = ["DataArguments", "ModelArguments", "RunArguments", "resolve_model_args"]
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise FieldError(field, message)
+
+
+@dataclass
+class ModelArguments:
+    """What model a run builds, or which saved CDTM checkpoint it continues from.
+
+    `backbone` and `image_size` default to `None`, which means "the paper's default" (`vitb16.laion2b`, 224) for a new
+    model and "the checkpoint's own value" with `model_name_or_path`. Passing either with a checkpoint that differs is
+    refused by `resolve_model_args` instead of being silently ignored. The backbone name is checked against the
+    presets and the backbone library's own registry here, before anything is loaded.
+    """
+
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": f"preset name (cdtm_hf.BACKBONE_PRESETS) or model id; default {DEFAULT_BACKBONE}, or the "
+                  "checkpoint's backbone with --model_name_or_path"},
+    )
+    backbone_library: str | None = field(default=None, metadata={"help": "timm or open_clip (presets set it)"})
+    backbone_pretrained: bool = field(default=True, metadata={"help": "start from the backbone's pretrained weights"})
+    backbone_pretrained_tag: str | None = field(default=None, metadata={"help": "open_clip pretrained tag"})
+    backbone_pretrained_file: str | None = field(default=None, metadata={"help": "local backbone weights file"})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a saved CDTM checkpoint (folder or Hub id) to continue from or to evaluate"}
+    )
+    use_cdtm: bool = field(default=True, metadata={"help": "False: backbone + head only (the ablation baseline)"})
+    cdtm_variant: str = field(default=DEFAULT_CDTM_VARIANT, metadata={"help": "official (authors' code) or paper (text)"})
+    num_centers: int = field(default=300, metadata={"help": "n, cluster centres (Eq. 1)"})
+    num_cdtm_blocks: int = field(default=1, metadata={"help": "stacked CDTM blocks"})
+    head_type: str = field(default="linear", metadata={"help": "linear or mha"})
+    mha_num_heads: int = field(default=8, metadata={"help": "heads of the mha classifier"})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
+                  "--model_name_or_path"},
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None:
+            self.backbone = self.backbone or DEFAULT_BACKBONE
+            self.image_size = self.image_size if self.image_size is not None else DEFAULT_IMAGE_SIZE
+        check_model_fields(
+            backbone_library=self.backbone_library, head_type=self.head_type, image_size=self.image_size,
+            num_centers=self.num_centers, num_cdtm_blocks=self.num_cdtm_blocks, mha_num_heads=self.mha_num_heads,
+            cdtm_variant=self.cdtm_variant,
+        )
+        if self.model_name_or_path is None:
+            problem = backbone_problem(self.backbone, self.backbone_library)
+            _require(problem is None, "backbone", str(problem))
+
+
+@dataclass
+class DataArguments:
+    """Which data a run reads and how it is split."""
+
+    dataset: str = field(
+        default="imagefolder",
+        metadata={"help": "imagefolder, or a medical builder: breakhis, hcrf, isic2019, aptos2019, cbis_ddsm, "
+                  "chexpert"},
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "dataset folder or archive"})
+    dataset_config: str | None = field(default=None, metadata={"help": "builder config, e.g. malignant_200x"})
+    split_strategy: str = field(default="patient", metadata={"help": "patient (recommended), paper or official"})
+    split_seed: int = field(default=42, metadata={"help": "seed of the data split (and of --max_train_samples)"})
+    validation_fraction: float = field(default=0.2, metadata={"help": "imagefolder without a validation split"})
+    test_fraction: float = field(default=0.2, metadata={"help": "imagefolder without a test split"})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache dir"})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "a stratified, seeded subset of train (debugging); keeps every class"}
+    )
+    verify_images: str = field(
+        default="fast", metadata={"help": "decode check of every image before training: fast, full or none"}
+    )
+    skip_corrupt: bool = field(
+        default=False, metadata={"help": "drop unreadable images (each is named in the log and split_manifest.json)"}
+    )
+    explain: bool = field(default=False, metadata={"help": "write CCA explanation PNGs for the test set"})
+
+    def __post_init__(self):
+        problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy)
+        if problem:
+            raise FieldError(*problem)
+        _require(self.dataset != IMAGEFOLDER or bool(self.data_dir), "data_dir",
+                 "dataset imagefolder needs data_dir: pass --data_dir <folder> holding <class>/ folders of images, "
+                 "optionally under train/, validation/ and test/")
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _require(0 < value < 1, name, f"{name} must be between 0 and 1 (exclusive), got {value}")
+        _require(
+            self.validation_fraction + self.test_fraction < 1, "test_fraction",
+            f"validation_fraction + test_fraction must leave images for training, got {self.validation_fraction} + "
+            f"{self.test_fraction} >= 1",
+        )
+        _require(
+            self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples",
+            f"max_train_samples must be >= 1 (or left out for all of train), got {self.max_train_samples}",
+        )
+        _require(self.verify_images in VERIFY_MODES, "verify_images",
+                 f"verify_images {self.verify_images!r} is not one of: {', '.join(VERIFY_MODES)}")
+
+
+@dataclass
+class RunArguments:
+    """How a run treats its output folder. (`do_train` is `TrainingArguments.do_train`; see `examples/run_sft.py`.)"""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "replace a finished run in --output_dir (its files are removed first, never mixed)"},
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "keep the optimizer states of superseded checkpoints (removed at the end of a run)"},
+    )
+
+
+def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
+    """With `model_name_or_path`, refuse a `backbone`/`backbone_library`/`image_size` that differs from the
+    checkpoint's, and return the arguments with the checkpoint's architecture (what the run will use and record)."""
+    if not model_args.model_name_or_path:
+        return model_args
+    from ..core.configuration_cdtm import CDTMConfig
+
+    config = CDTMConfig.from_pretrained(model_args.model_name_or_path)
+    saved = {"backbone": config.backbone_preset or config.backbone, "backbone_library": config.backbone_library,
+             "image_size": config.image_size}
+    conflicts = [f"--{k} {getattr(model_args, k)} (the checkpoint has {v})" for k, v in saved.items()
+                 if getattr(model_args, k) is not None and getattr(model_args, k) not in (v, config.backbone)]
+    if conflicts:
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} cannot change its architecture: "
+            f"{'; '.join(conflicts)}. Leave these out to use the checkpoint's, or start a new model without "
+            "--model_name_or_path"
+        )
+    architecture = {"use_cdtm": config.use_cdtm, "num_centers": config.num_centers,
+                    "num_cdtm_blocks": config.num_cdtm_blocks, "head_type": config.head_type,
+                    "mha_num_heads": config.mha_num_heads, "cdtm_variant": config.cdtm_variant}
+    ignored = {k: v for k, v in architecture.items() if v is not None and getattr(model_args, k) != v}
+    if ignored:
+        logger.warning("--model_name_or_path %s: using the checkpoint's %s", model_args.model_name_or_path,
+                       ", ".join(f"{k}={v}" for k, v in ignored.items()))
+    return replace(model_args, **saved, **{k: v for k, v in architecture.items() if v is not None})

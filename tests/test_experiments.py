@@ -12,7 +12,8 @@ import yaml
 import cdtm_hf.run as recipe
 from tests import helpers
 from cdtm_hf.cli.grid import main
-from cdtm_hf.experiments import RECIPE_FIELDS, GridError, load_grid, load_paper_results, run_grid
+from cdtm_hf.experiments import RECIPE_FIELDS, GridError, load_grid, run_grid
+from cdtm_hf.paper import load_paper_results
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "examples" / "grids").glob("*.yaml"))

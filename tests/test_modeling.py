@@ -105,19 +105,42 @@ def test_init_weights_never_overwrites_pretrained_backbone(tmp_path):
     weights = tmp_path / "backbone.safetensors"
     save_file(source.state_dict(), weights)
     config_kwargs = dict(backbone="test_vit", image_size=64, num_labels=3, num_centers=6,
-                         backbone_pretrained=True, backbone_pretrained_file=str(weights))
+                         backbone_pretrained_file=str(weights))
     # __init__ never loads weights (it builds the backbone as the library initialises it) ...
     plain = CDTMForImageClassification(CDTMConfig(**config_kwargs))
     assert not torch.equal(plain.backbone.model.state_dict()["blocks.0.attn.proj.bias"],
                            load_file(weights)["blocks.0.attn.proj.bias"])
-    # ... and from_backbone loads them through the one explicit path, which no initialiser overwrites.
-    model = CDTMForImageClassification.from_backbone(CDTMConfig(**config_kwargs))
+    assert not plain.config.backbone_pretrained  # a record: nothing was loaded
+    # ... and from_backbone loads them through the one explicit path, which no initialiser overwrites: from a config
+    # exactly as from a name (0.2 kept a config's backbone random)
     expected = load_file(weights)
-    got = model.backbone.model.state_dict()
-    assert expected.keys() == got.keys()
-    for key, value in expected.items():
-        assert torch.equal(got[key], value), key
-    assert model.config.backbone_pretrained and model.config.backbone_pretrained_file == str(weights)
+    for model in (CDTMForImageClassification.from_backbone(CDTMConfig(**config_kwargs)),
+                  CDTMForImageClassification.from_backbone(config_kwargs.pop("backbone"), **config_kwargs)):
+        got = model.backbone.model.state_dict()
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), key
+        assert model.config.backbone_pretrained and model.config.backbone_pretrained_file == str(weights)
+
+
+def test_from_backbone_loads_only_when_asked_and_a_conflict_is_an_error(tmp_path):
+    config = CDTMConfig(backbone="test_vit", image_size=32, num_labels=2, num_centers=3)
+    torch.manual_seed(0)
+    random = CDTMForImageClassification.from_backbone(config, pretrained=False)
+    torch.manual_seed(0)
+    assert torch.equal(random.backbone.model.pos_embed, CDTMForImageClassification(config).backbone.model.pos_embed)
+    assert random.config.backbone_pretrained is False
+    recorded = CDTMConfig(backbone="test_vit", image_size=32, num_labels=2, num_centers=3, backbone_pretrained=True)
+    with pytest.raises(ValueError, match="records pretrained backbone weights"):
+        CDTMForImageClassification.from_backbone(recorded, pretrained=False)
+
+
+def test_an_explicit_switch_is_never_overridden_by_the_variant():
+    assert CDTMConfig(backbone="test_vit", cdtm_variant="paper", cca_scale=True).cdtm_variant == "paper"
+    with pytest.raises(ValueError, match=r"cdtm_variant='official' sets cca_scale=False.*but cca_scale=True was passed"):
+        CDTMConfig(backbone="test_vit", cdtm_variant="official", cca_scale=True)
+    custom = CDTMConfig(backbone="test_vit", cca_scale=True)  # no variant: the official code's, with one switch off
+    assert custom.cca_scale and custom.cca_proj and custom.cdtm_variant is None
 
 
 def test_backbone_keeps_its_library_initialisation():
@@ -212,8 +235,8 @@ def test_open_clip_backbone_builds_and_round_trips(tmp_path, tiny_open_clip):
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: clear errors that name the problem
 def test_unknown_backbone_is_named():
-    with pytest.raises(ValueError, match="unknown timm backbone 'vit_not_a_model'"):
-        CDTMForImageClassification(CDTMConfig(backbone="vit_not_a_model"))
+    with pytest.raises(ValueError, match="unknown backbone 'vit_not_a_model': not a preset .* nor a timm model"):
+        CDTMForImageClassification(CDTMConfig(backbone="vit_not_a_model"))  # the one check of a backbone name
     with pytest.raises(ValueError, match="unknown open_clip backbone 'NoSuchCLIP'"):
         CDTMForImageClassification(CDTMConfig(backbone="NoSuchCLIP", backbone_library="open_clip"))
 

@@ -93,12 +93,10 @@ def backbone_problem(name: Any, library: str | None = None) -> str | None:
 
 def _timm_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`timm.create_model` keyword arguments: no classifier, and `img_size` for ViT-like models that take it."""
+    problem = backbone_problem(name, "timm")
+    if problem:
+        raise ValueError(problem)
     timm = _timm()
-    if not timm.is_model(name):
-        raise ValueError(
-            f"unknown timm backbone {name!r} (timm {timm.__version__}); list names with timm.list_models(), "
-            "or pass a preset name from cdtm_hf.BACKBONE_PRESETS"
-        )
     kwargs = {"num_classes": 0, **kwargs}
     entry = timm.models.model_entrypoint(timm.models.get_arch_name(name))
     if "img_size" not in kwargs and _accepts_kwarg(entry, "img_size"):

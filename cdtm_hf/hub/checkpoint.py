@@ -27,7 +27,6 @@ from ..training.output_dir import TRAINER_STATE_PATTERNS, is_trainer_state
 
 __all__ = [
     "CARD_NAME",
-    "CONFIG_NAME",
     "CONFUSION_MATRIX_NAME",
     "CheckpointError",
     "IGNORE_PATTERNS",

@@ -32,6 +32,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..core.modeling_cdtm import CDTMForImageClassification
 from .arguments import CDTMTrainingArguments
 from .feature_cache import build_feature_cache, cache_fits
+from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
 
@@ -370,18 +371,7 @@ class CDTMTrainer(Trainer):
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
-        decay = set(self.get_decay_parameter_names(opt_model))
-        groups = []
-        for in_backbone in (False, True):
-            lr = self.args.learning_rate * (self.args.backbone_lr_multiplier if in_backbone else 1.0)
-            for with_decay in (True, False):
-                params = [
-                    p for n, p in opt_model.named_parameters()
-                    if p.requires_grad and n.startswith("backbone.") == in_backbone and (n in decay) == with_decay
-                ]
-                if params:
-                    decay_value = self.args.weight_decay if with_decay else 0.0
-                    groups.append({"params": params, "lr": lr, "weight_decay": decay_value})
+        groups = parameter_groups(opt_model, self.args, set(self.get_decay_parameter_names(opt_model)))
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer

@@ -209,8 +209,15 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | P
         start = ends[stage]
     loss_ax.set_ylabel("Loss (cross-entropy)")
     metric_ax.set_ylabel(f"Validation {metric} (%)")
-    if not any(f"eval_{metric}" in e for _, _, e in points):
+    values = [100.0 * e[f"eval_{metric}"] for _, _, e in points if f"eval_{metric}" in e]
+    if not values:
         metric_ax.text(0.5, 0.5, f"no eval_{metric} logged", transform=metric_ax.transAxes, ha="center")
+    else:
+        low = min(values)
+        metric_ax.set_ylim(max(0.0, low - max(5.0, 0.1 * (100 - low))), 101.0 if max(values) >= 99.95 else None)
+        if max(values) >= 99.95:  # a saturated validation set: model selection ran on ties
+            metric_ax.text(0.03, 0.05, f"validation {metric} at its ceiling (100 %):\nthe kept checkpoint was "
+                           "chosen among ties", transform=metric_ax.transAxes, fontsize=8, color="tab:red")
     for ax in (loss_ax, metric_ax):
         ax.set_xlabel("Optimizer step (continued across stages)")
         ax.grid(alpha=0.3)

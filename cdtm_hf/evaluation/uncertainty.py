@@ -297,24 +297,24 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]], keys: Sequence[str] | None
     return out
 
 
-def format_interval(record: Mapping[str, Any], digits: int = 1, scale: float = 100.0) -> str:
-    """`"91.7 [88.2, 94.6]"`: a record's value and interval, in percent by default; `"–"` without a value."""
+def _format_record(record: Mapping[str, Any], digits: int, scale: float, sign: str) -> str:
     value, low, high = (record.get(k) for k in ("value", "low", "high"))
     if value is None or math.isnan(value):
         return "–"
+    shown = f"{value * scale:{sign}.{digits}f}"
     if low is None or math.isnan(low) or high is None or math.isnan(high):
-        return f"{value * scale:.{digits}f}"
-    return f"{value * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+        return shown
+    return f"{shown} [{low * scale:{sign}.{digits}f}, {high * scale:{sign}.{digits}f}]"
+
+
+def format_interval(record: Mapping[str, Any], digits: int = 1, scale: float = 100.0) -> str:
+    """`"91.7 [88.2, 94.6]"`: a record's value and interval, in percent by default; `"–"` without a value."""
+    return _format_record(record, digits, scale, "")
 
 
 def format_difference(record: Mapping[str, Any], digits: int = 1, scale: float = 100.0) -> str:
     """`"+1.2 [-3.1, +5.4]"`: a paired difference with explicit signs, in percentage points by default."""
-    value, low, high = (record.get(k) for k in ("value", "low", "high"))
-    if value is None or math.isnan(value):
-        return "–"
-    if low is None or math.isnan(low) or high is None or math.isnan(high):
-        return f"{value * scale:+.{digits}f}"
-    return f"{value * scale:+.{digits}f} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+    return _format_record(record, digits, scale, "+")
 
 
 def format_runs(summary: Mapping[str, Any], digits: int = 2, scale: float = 100.0) -> str:

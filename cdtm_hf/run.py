@@ -30,6 +30,8 @@ from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
+from .training.output_dir import check_disk_space, check_output_dir, lock_output_dir  # issue 17
+from .hub.checkpoint import check_model_source  # issue 17
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
 from .training.stages import resolve_resume, stage_plan
 from .training.trainer import CDTMTrainer
@@ -58,7 +60,11 @@ def preflight(
     """
     if not train and not model_args.model_name_or_path:
         raise ValueError("--do_train False evaluates a saved model: pass --model_name_or_path <folder or Hub id>")
+    check_output_dir(training_args.output_dir, data_args.data_dir)  # issue 17: before anything is written
+    if model_args.model_name_or_path:
+        check_model_source(model_args.model_name_or_path)
     model_args = resolve_model_args(model_args)
+    lock_output_dir(training_args.output_dir)
     resume = None
     if train:
         point = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir,
@@ -129,6 +135,7 @@ def run_finetuning(
     ds, manifest = load_run_data(data_args)
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
+    check_disk_space(training_args.output_dir, model, training_args.save_total_limit or 1)
     processor = CDTMImageProcessor.from_model_config(model.config)
     ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment)
     trainer = CDTMTrainer(

@@ -24,4 +24,6 @@ from cdtm_hf.cli.train import train as main  # noqa: E402  (returns the test_res
 __all__ = ["build_parser", "main", "parse"]
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from cdtm_hf.cli.train import main as cli_main  # one line and exit 2 on bad input (issue 17)
+
+    sys.exit(cli_main(sys.argv[1:]))

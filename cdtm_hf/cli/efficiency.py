@@ -10,10 +10,12 @@ import json
 from dataclasses import asdict
 
 from ..core.configuration_cdtm import CDTM_VARIANTS, DEFAULT_CDTM_VARIANT
+from .boundary import command_line, one_line_errors
 
 __all__ = ["main"]
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdtm-efficiency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_centers", type=int, default=300)
     parser.add_argument("--cdtm_variant", default=DEFAULT_CDTM_VARIANT, choices=list(CDTM_VARIANTS))
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a markdown table")
+    one_line_errors(parser)
     args = parser.parse_args(argv)
     from ..core.configuration_cdtm import CDTMConfig
     from ..evaluation.efficiency import efficiency_row, format_table

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 
+from .boundary import command_line, one_line_errors
+
 __all__ = ["main"]
 
 
+@command_line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdtm-export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint_dir", help="a directory written by save_pretrained")
@@ -19,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true",
                         help="compare onnxruntime and torch logits on random images (batch 1 and 3)")
     parser.add_argument("--atol", type=float, default=1e-4, help="tolerance of --verify (default 1e-4)")
+    one_line_errors(parser)
     args = parser.parse_args(argv)
     import torch
 
     from ..core.modeling_cdtm import CDTMForImageClassification
     from ..evaluation.export import export_onnx, verify_onnx
+    from ..hub.checkpoint import check_model_source
 
+    check_model_source(args.checkpoint_dir)
     model = CDTMForImageClassification.from_pretrained(args.checkpoint_dir).eval()
     path = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch)
     print(f"wrote {path}")

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .boundary import command_line, one_line_errors
+
 __all__ = ["build_parser", "main", "parse_set"]
 
 
@@ -33,6 +35,7 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="cdtm-grid",
         description="Run an experiment grid (cells x seeds) through run_finetuning and write results.csv/results.md."
         " See docs/experiments.md.",
     )
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", action="store_true", help="validate, list the cells and their status, run nothing")
     parser.add_argument("--table_only", action="store_true", help="rewrite results.csv/results.md from finished runs")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
+    return one_line_errors(parser)
 
 
 def _dry_run(grid) -> None:
@@ -59,6 +62,7 @@ def _dry_run(grid) -> None:
     check_recorded_cells(grid)
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """The `cdtm-grid` command: 0 when every run finished, 1 when a run failed (`--keep_going`), 2 for a bad grid."""
     args = build_parser().parse_args(argv)

@@ -12,14 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .boundary import OneLineParser, command_line
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cdtm-hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     push = sub.add_parser("push", help="validate a checkpoint folder and upload it to the Hub")
     push.add_argument("checkpoint_dir")
     push.add_argument("repo_id", help="namespace/name of the model repository")
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cdtm-hub`: `push`, `card` and `recipe-cards`; returns the exit status (2 on a user error)."""
     args = _parser().parse_args(argv)

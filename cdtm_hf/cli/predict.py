@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
+
+from .boundary import command_line, one_line_errors
 
 __all__ = ["main"]
 
 
+@command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """`cdtm-predict MODEL INPUT... --output predictions.csv`; returns 1 when some image could not be read."""
     parser = argparse.ArgumentParser(
@@ -27,12 +32,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16, help="images a forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold of multi-label models")
+    one_line_errors(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    _check_output(args.output)
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     from ..evaluation.predict import collect_images, load_for_inference, predict_images, write_predictions_csv
+    from ..hub.checkpoint import check_model_source
 
+    check_model_source(args.model)
     images = collect_images(args.inputs)
     model, processor = load_for_inference(args.model, args.device)
     rows = predict_images(model, processor, images, args.batch_size, args.threshold)
@@ -41,6 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = sum(1 for row in rows if row["error"])
     print(f"{len(rows) - failed} images classified, {failed} unreadable: {path}")
     return 1 if failed else 0
+
+
+def _check_output(output: str) -> None:
+    """Refuse an --output that names a folder, or lies in a folder that cannot be created or written, up front."""
+    path = Path(output)
+    if path.is_dir() or output.endswith(("/", "\\")):
+        raise IsADirectoryError(
+            f"--output {output} is a folder; name the CSV file to write, e.g. {path / 'predictions.csv'}"
+        )
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PermissionError(f"--output {output} cannot be written: {parent} is not a writable folder")
 
 
 if __name__ == "__main__":

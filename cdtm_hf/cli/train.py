@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 
+from .boundary import RunInterrupted, command_line, one_line_errors, refuse_unknown_flags, writing_into
+
 __all__ = ["build_parser", "main", "parse", "train"]
 
 logger = logging.getLogger("cdtm-train")
@@ -45,6 +47,7 @@ def build_parser():
     from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))
+    one_line_errors(parser)  # issue 17: a bad argument is one line, exit 2
     parser.set_defaults(do_train=True)
     for action in parser._actions:
         if action.dest in PAPER_DEFAULTS_HELP:
@@ -69,6 +72,7 @@ def parse(argv: list[str] | None = None):
         if not values.get("output_dir"):
             parser.error(f"{args[0]} sets no output_dir; add one (the run refuses to write ./trainer_output)")
         return parser.parse_dict({"do_train": True, **values})
+    refuse_unknown_flags(parser, args)  # issue 17: a mistyped flag first, before any value is checked
     return parser.parse_args_into_dataclasses(args=args)
 
 
@@ -93,18 +97,33 @@ def setup_logging(training_args) -> None:
 def train(argv: list[str] | None = None) -> dict:
     """Run one fine-tuning (or, with `--do_train False`, one evaluation) and return its `test_results.json` dict."""
     model_args, data_args, training_args, run_args = parse(argv)
+    writing_into(training_args.output_dir)
     setup_logging(training_args)
     from ..run import run_evaluation, run_finetuning
 
     run = run_finetuning if training_args.do_train else run_evaluation
-    report = run(model_args, data_args, training_args, run_args)
+    try:
+        report = run(model_args, data_args, training_args, run_args)
+    except KeyboardInterrupt:  # issue 17: one line that says what is kept and how to resume
+        raise RunInterrupted(_resume_hint(training_args)) from None
+    finally:
+        from ..training.output_dir import release_output_dir
+
+        release_output_dir(training_args.output_dir)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
     print(f"test: {metrics}\nresults: {os.path.join(training_args.output_dir, 'test_results.json')}")
     return report
 
 
+def _resume_hint(training_args) -> str:
+    from ..training.output_dir import resume_hint
+
+    return resume_hint(training_args.output_dir, training_args.do_train)
+
+
+@command_line
 def main(argv: list[str] | None = None) -> int:
-    """The `cdtm-train` console script: `train(argv)`, exit status 0."""
+    """The `cdtm-train` console script: `train(argv)`, exit status 0 (2: bad input, one line; 130: Ctrl-C)."""
     train(argv)
     return 0
 

@@ -10,6 +10,7 @@ model; pretrained weights come in through one explicit method, [`BackboneAdapter
 from __future__ import annotations
 
 import inspect
+import pickle
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,11 @@ class BackboneTokens:
     tokens: torch.Tensor
     prefix_tokens: torch.Tensor
     grid: tuple[int, int] | None = None
+
+
+#: what a code-running pickle is told (issue 17): it is not loaded, and safetensors is the way
+NOT_PLAIN_TENSORS = ("{file} is not a plain tensor file (it holds pickled objects that would run code) and will not be "
+                     "loaded; use a safetensors file (safetensors.torch.save_file, or save_pretrained)")
 
 
 class BackboneWeightsError(RuntimeError):
@@ -195,6 +201,8 @@ class BackboneAdapter(nn.Module):
                     )
                 visual = _open_clip_visual(self.name, self.image_size, weights)
                 source = visual.trunk if hasattr(visual, "trunk") else visual
+        except pickle.UnpicklingError:  # issue 17: never torch's advice to retry with weights_only=False
+            raise BackboneWeightsError(NOT_PLAIN_TENSORS.format(file=file or self.name)) from None
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             where = f"file {file!r}" if file else (f"tag {tag!r}" if tag else "the model's Hub weights")
             raise BackboneWeightsError(

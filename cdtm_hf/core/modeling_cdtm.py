@@ -127,6 +127,21 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
+class CheckpointKeysError(ValueError):
+    """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
+
+
+def checkpoint_keys_problem(info: dict, shown: int = 8) -> str | None:
+    """'missing ...; unexpected ...' from `from_pretrained`'s loading info, or None when every key matched."""
+    parts = []
+    for kind in ("missing", "unexpected"):
+        keys = sorted(info.get(f"{kind}_keys") or ())
+        if keys:
+            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{kind} {len(keys)} tensor(s): {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts) or None
+
+
 class CDTMPreTrainedModel(PreTrainedModel):
     config_class = CDTMConfig
     config: CDTMConfig
@@ -134,6 +149,27 @@ class CDTMPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["CDTMBlock"]
+
+    @classmethod
+    def from_pretrained(cls, *args, allow_missing_keys: bool = False, **kwargs):
+        r"""`PreTrainedModel.from_pretrained`, strict: a missing or unexpected tensor is an error naming the keys.
+
+        A fine-tuned CDTM checkpoint holds every tensor of its model; one that lacks some (a cut or edited
+        `model.safetensors`) would otherwise predict with freshly initialised weights. Pass
+        `allow_missing_keys=True` only where that is intended, e.g. a checkpoint that holds only the backbone.
+        A head replaced for new classes (`ignore_mismatched_sizes=True`) is not a missing key.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        problem = None if allow_missing_keys else checkpoint_keys_problem(info)
+        if problem:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise CheckpointKeysError(
+                f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from "
+                "another model; download or save it again (only a backbone-only checkpoint may pass "
+                "allow_missing_keys=True)"
+            )
+        return (model, info) if want_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the modules CDTM adds (the transfer module and the head).
@@ -372,6 +408,7 @@ __all__ = [
     "CDTMBlock",
     "CDTMForImageClassification",
     "CDTMPreTrainedModel",
+    "CheckpointKeysError",
     "ClusterCenterAttention",
     "CrossDomainTransferModule",
     "LinearHead",

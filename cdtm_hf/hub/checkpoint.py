@@ -33,6 +33,7 @@ __all__ = [
     "PICKLE_SUFFIXES",
     "RESULTS_NAME",
     "WEIGHTS_NAME",
+    "check_model_source",
     "checkpoint_files",
     "read_json",
     "validate_checkpoint",
@@ -189,3 +190,84 @@ def checkpoint_files(checkpoint_dir: str | Path) -> list[str]:
         checkpoint_dir (`str` or `Path`): the checkpoint folder.
     """
     return validate_checkpoint(checkpoint_dir)
+
+
+# ---- issue 17: a model source named on a command line, checked before anything is loaded ---------------------------
+def _looks_local(name: str) -> bool:
+    """Whether `name` can only be a local path: a Hub id is `name` or `namespace/name` (no leading `.`, `/`, `~`)."""
+    return (name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or name.endswith(("/", "\\"))
+            or "\\" in name or Path(name).exists())
+
+
+def check_model_source(name: str | Path) -> None:
+    """Refuse a model folder that does not exist, or whose `config.json` / `model.safetensors` is damaged.
+
+    A Hub id (`namespace/name`) that is no local folder is left to `from_pretrained`.
+
+    Raises:
+        `FileNotFoundError`: `name` is a local path and no such folder exists ("no such folder").
+        `CheckpointError`: `config.json` is not valid JSON, or `model.safetensors` is truncated or garbled; the
+            message names the file and says to download or save it again.
+    """
+    text = str(name)
+    if not _looks_local(text):
+        return
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        kind = "is a file, not a model folder" if folder.exists() else "is no such folder"
+        raise FileNotFoundError(
+            f"model {text} {kind}: pass a folder written by save_pretrained (a run's --output_dir) or a Hub id "
+            "namespace/name"
+        )
+    config = folder / CONFIG_NAME
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"{config} is damaged (not valid JSON); download or save it again") from None
+    safetensors = sorted(folder.glob("model*.safetensors"))
+    for weights in safetensors:
+        _check_safetensors(weights)
+    if not safetensors:
+        _check_pickled_weights(folder)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open `path` and check every tensor lies inside the file (a cut download fails here, not in the model)."""
+    from safetensors import SafetensorError, safe_open
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            header_len = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(f.read(header_len)) if 0 < header_len <= size - 8 else None
+        if not isinstance(header, dict):
+            raise ValueError("no header")
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_len + end > size:
+            raise ValueError("truncated")
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+        raise CheckpointError(
+            f"{path} is damaged (truncated or not a safetensors file); download or save it again"
+        ) from None
+
+
+def _check_pickled_weights(folder: Path) -> None:
+    """A folder with only `pytorch_model*.bin` weights: refuse one that is not plain tensors, naming it."""
+    import pickle
+
+    import torch
+
+    for path in sorted(folder.glob("pytorch_model*.bin")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(
+                f"{path} is not a plain tensor file (it holds pickled objects that would run code) and will not be "
+                "loaded; use safetensors (model.safetensors, written by save_pretrained)"
+            ) from None
+        except (RuntimeError, OSError, EOFError):
+            raise CheckpointError(f"{path} is damaged; download or save it again") from None

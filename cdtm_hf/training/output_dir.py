@@ -6,19 +6,24 @@ patterns over what `Trainer` writes into a `checkpoint-<step>` folder; the Hub's
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from .stages import STAGE1_BEST_DIR, STAGE_DIRS, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "OPTIMIZER_STATE_PATTERNS", "RUN_FILES", "TRAINER_STATE_PATTERNS", "clear_output_dir", "is_trainer_state",
-    "prune_optimizer_states",
+    "LOCK_FILE", "OPTIMIZER_STATE_PATTERNS", "RUN_FILES", "TRAINER_STATE_PATTERNS", "check_disk_space",
+    "check_output_dir", "clear_output_dir", "is_trainer_state", "lock_output_dir", "prune_optimizer_states",
+    "release_output_dir",
+    "resume_hint",
 ]
 
 #: the optimizer, scheduler and grad-scaler states `Trainer` saves in a checkpoint (what a resume needs besides the
@@ -96,3 +101,122 @@ def prune_optimizer_states(output_dir: str | os.PathLike) -> int:
     if freed:
         logger.info("Removed %.1f MB of optimizer states from the checkpoints under %s", freed / 2**20, root)
     return freed
+
+
+# ---- issue 17: the output folder's pre-flight (where, writable, free space), its lock, the resume hint ----------
+#: the lock file a running run holds (`fcntl.flock`) in its output folder; a crashed run's lock is released by the OS
+LOCK_FILE = ".cdtm_run.lock"
+_held_locks: dict[str, Any] = {}
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_dir(output_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> None:
+    """Refuse, before anything is written, an output folder inside the data folder, or one that cannot be written.
+
+    Raises:
+        `ValueError`: `output_dir` is `data_dir` or inside it (the run's files would be read as data next time).
+        `PermissionError`: `output_dir` (or the folder it would be created in) is not writable; the message names it.
+        `NotADirectoryError`: `output_dir` is a file.
+    """
+    out = Path(output_dir).resolve()
+    if data_dir and Path(data_dir).is_dir():
+        data = Path(data_dir).resolve()
+        if out == data or data in out.parents:
+            raise ValueError(
+                f"--output_dir {output_dir} is inside --data_dir {data_dir}: the run's checkpoints, caches and PNGs "
+                "would be written into the data set and read as images by the next run; pass an --output_dir "
+                "outside the data folder"
+            )
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output_dir {output_dir} is a file, not a folder; pass a folder")
+    where = _existing_parent(out)
+    try:
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as err:
+        raise PermissionError(
+            f"--output_dir {output_dir} cannot be written ({where} is read-only or not yours: "
+            f"{err.strerror or err}); pass a writable --output_dir"
+        ) from None
+
+
+def check_disk_space(output_dir: str | os.PathLike, model: Any, checkpoints: int = 1) -> None:
+    """Refuse a run whose final model and `checkpoints` checkpoints cannot fit on the free disk of `output_dir`.
+
+    The estimate is float32 weights (the saved model and each checkpoint) plus AdamW's two moments of the trainable
+    parameters (each checkpoint's optimizer state), against `shutil.disk_usage`, as the feature cache checks its own.
+
+    Raises:
+        `OSError` (ENOSPC): the message names the folder, the estimate and the free space.
+    """
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    needed = weights + max(1, checkpoints) * (weights + 8 * trainable)
+    where = _existing_parent(Path(output_dir))
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left in {output_dir}: the model ({weights / 2**20:.1f} MB) and {max(1, checkpoints)} "
+            f"checkpoint(s) need about {needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are free; free some space or "
+            "pass another --output_dir",
+        )
+
+
+def lock_output_dir(output_dir: str | os.PathLike) -> None:
+    """Hold `output_dir/LOCK_FILE` for this process (an exclusive `fcntl.flock`); refuse when another run holds it.
+
+    The OS releases the lock when the process ends, however it ends, so a crashed run never leaves a stale lock.
+
+    Raises:
+        `FileExistsError`: another run is writing into `output_dir`; the message names its pid when recorded.
+    """
+    root = Path(output_dir)
+    key = str(root.resolve())
+    if key in _held_locks:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    handle = open(root / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip()
+        handle.close()
+        raise FileExistsError(
+            f"another run{f' (pid {pid})' if pid else ''} is writing into --output_dir {output_dir}; wait for it to "
+            "finish, or pass another --output_dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _held_locks[key] = handle
+
+
+def resume_hint(output_dir: str | os.PathLike, train: bool = True) -> str:
+    """One line for an interrupted run: what it kept in `output_dir` and the flag that continues it."""
+    if not train:
+        return f"stopped by Ctrl-C; nothing of the evaluation into {output_dir} is final, run the command again"
+    kept = list_checkpoints(output_dir)
+    if not kept:
+        return (f"stopped by Ctrl-C before the first checkpoint; nothing to resume in {output_dir}: run the command "
+                "again (add --overwrite_output_dir)")
+    return (f"stopped by Ctrl-C; the last checkpoint {kept[-1]} is kept: run the same command with "
+            "--resume_from_checkpoint True to continue")
+
+
+def release_output_dir(output_dir: str | os.PathLike) -> None:
+    """Release this process's lock of `output_dir` (`lock_output_dir`); the lock file itself stays, unlocked."""
+    handle = _held_locks.pop(str(Path(output_dir).resolve()), None)
+    if handle is not None:
+        handle.close()

@@ -7,6 +7,7 @@ which produced the paper's numbers; ``CDTMConfig(cdtm_variant="paper")`` gives t
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -127,6 +128,20 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
+class _HoldLoadReport(logging.Filter):
+    """Holds back transformers' LOAD REPORT records (re-emitted by `from_pretrained` unless it raises instead)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.records.append(record)
+            return False
+        return True
+
+
 class CheckpointKeysError(ValueError):
     """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
 
@@ -160,8 +175,16 @@ class CDTMPreTrainedModel(PreTrainedModel):
         A head replaced for new classes (`ignore_mismatched_sizes=True`) is not a missing key.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        held = _HoldLoadReport()  # transformers' multi-line load report: shown unless the error below replaces it
+        report_logger = logging.getLogger("transformers.modeling_utils")
+        report_logger.addFilter(held)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        finally:
+            report_logger.removeFilter(held)
         problem = None if allow_missing_keys else checkpoint_keys_problem(info)
+        for record in held.records if not problem else ():
+            report_logger.handle(record)
         if problem:
             source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
             raise CheckpointKeysError(

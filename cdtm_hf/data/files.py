@@ -14,8 +14,10 @@ import numpy as np
 
 from .errors import DatasetLayoutError, MissingColumnError
 
-#: THE list of image file extensions of cdtm_hf (lower case; matched case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: THE list of image file extensions of cdtm_hf (lower case; matched case-insensitively): the still-image formats
+#: PIL decodes without extra plugins (a GIF is read as its first frame)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jpe", ".jfif", ".dib",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".tga")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 
 
@@ -63,6 +65,24 @@ def is_image_file(name: str | Path) -> bool:
     """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (and is no macOS ``._`` resource fork)."""
     name = Path(name).name
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")
+
+
+def unaccepted_files(folder: str | Path) -> list[Path]:
+    """The files under `folder` (recursive, sorted) that a loader skips for their extension (hidden files aside)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+        found += [Path(dirpath) / n for n in sorted(filenames) if not n.startswith(".") and not is_image_file(n)]
+    return found
+
+
+def extension_counts(paths: Iterable[Path]) -> str:
+    """'3 .heic, 1 .txt': the extensions of `paths`, most common first ('no extension' for none)."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        ext = p.suffix.lower() or "no extension"
+        counts[ext] = counts.get(ext, 0) + 1
+    return ", ".join(f"{n} {ext}" for ext, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def iter_files(root: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Iterator[Path]:

@@ -22,9 +22,9 @@ import datasets
 from datasets.data_files import SPLIT_KEYWORDS
 
 from .errors import DatasetLayoutError
-from .files import IMAGE_EXTENSIONS, ImageRecord, is_image_file, posix_relpath
+from .files import IMAGE_EXTENSIONS, ImageRecord, extension_counts, is_image_file, posix_relpath, unaccepted_files
 from .manifest import make_manifest
-from .splits import SPLIT_NAMES, InsufficientSamplesError, stratified_split
+from .splits import SPLIT_NAMES, InsufficientSamplesError, class_set_problem, stratified_split
 from .verify import VERIFY_MODES, verify_records
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,29 @@ def _collect(split_root: Path, data_dir: Path, split: str) -> dict[str, list[Pat
     return by_class
 
 
+def _unaccepted(roots: dict[str, Path], data_dir: Path, found: dict[str, dict[str, list]]) -> list[dict]:
+    """Files skipped for their extension, each `{"path", "reason"}` (issue 17); a class folder that holds files but
+    no accepted image is an error naming the extensions it holds."""
+    skipped = []
+    for split, split_root in (roots or {"train": data_dir}).items():
+        for folder in sorted(p for p in split_root.iterdir() if p.is_dir() and not _is_hidden(p)):
+            if not roots and _split_of_folder(folder.name):
+                continue
+            others = unaccepted_files(folder)
+            if others and not found.get(split, {}).get(folder.name):
+                raise DatasetLayoutError(
+                    f"imagefolder: class folder {posix_relpath(folder, data_dir.parent)}/ holds no accepted image "
+                    f"(found {extension_counts(others)}); accepted: {', '.join(IMAGE_EXTENSIONS)}. Convert the images "
+                    "(e.g. to PNG) or move the folder out of data_dir"
+                )
+            skipped += [{"path": posix_relpath(p, data_dir), "reason": f"extension {p.suffix.lower() or '(none)'} is "
+                         "not an accepted image extension"} for p in others]
+    if skipped:
+        logger.warning("imagefolder %s: skipped %d file(s) for their extension (%s): %s", data_dir, len(skipped),
+                       extension_counts(Path(s["path"]) for s in skipped), ", ".join(s["path"] for s in skipped))
+    return skipped
+
+
 def _check_classes(found: dict[str, dict[str, list]], data_dir: Path, where: str) -> list[str]:
     """Sorted class names; one-line errors for a single class and for a class missing from a split."""
     classes = sorted(set().union(*(set(c for c, files in f.items() if files) for f in found.values())))
@@ -118,6 +141,11 @@ def _check_classes(found: dict[str, dict[str, list]], data_dir: Path, where: str
         raise DatasetLayoutError(
             f"imagefolder {data_dir} has a single class {classes[0]!r} (in the {', '.join(found)} split(s)); "
             f"classification needs at least two class folders: add a folder per class next to {classes[0]!r}"
+        )
+    problem = class_set_problem({s: [c for c, files in f.items() if files] for s, f in found.items()})
+    if problem and len(found) > 1:  # issue 17: name what each split lacks, and case-only differences
+        raise DatasetLayoutError(
+            f"imagefolder {data_dir}: {problem}{where}; give every split the same class folders"
         )
     for split, by_class in found.items():
         for name in classes:
@@ -274,6 +302,7 @@ def load_imagefolder(
     logger.info("imagefolder %s: found layout %s", root, LAYOUTS[layout])
     found = {s: _collect(p, root, s) for s, p in roots.items()} if roots else {"train": _collect(root, root, "train")}
     where = "" if roots else " (flat layout)"
+    by_extension = _unaccepted(roots, root, found)
     classes = _check_classes(found, root, where)
     skipped = _verify(found, classes, root, verify_images, skip_corrupt)
     _check_classes(found, root, where + " after dropping unreadable images" if skipped else where)
@@ -289,5 +318,6 @@ def load_imagefolder(
         raise RuntimeError(f"datasets' imagefolder named the classes {names}, expected {classes}")
     manifest = _manifest(root, layout, roots, carved, fractions, seed, verify_images, classes, data_files, found,
                          skipped, split_description)
+    manifest.update(skipped_extensions=by_extension, num_skipped_extensions=len(by_extension))  # issue 17
     logger.info("imagefolder %s: %s; %s", root, manifest["description"], manifest["num_images"])
     return datasets.DatasetDict({s: ds[s] for s in SPLIT_NAMES}), manifest

@@ -20,7 +20,7 @@ inputs, and return [`SplitIndices`] (sorted index arrays).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "SPLIT_NAMES",
     "SPLIT_STRATEGIES",
     "InsufficientSamplesError",
+    "class_set_problem",
     "SplitIndices",
     "apportion",
     "assignment_from_indices",
@@ -365,3 +366,28 @@ def stratified_subset(
         quota[np.argmax(quota)] -= 1
     keep = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
     return sorted(np.concatenate(keep).tolist())
+
+
+def class_set_problem(classes_by_split: Mapping[str, Iterable[str]]) -> str | None:
+    """Why the splits' class sets differ, naming both ways (what each split has that another lacks) and the
+    case-only differences (`train/Cat` against `test/cat`); None when every split has the same classes (issue 17)."""
+    sets = {split: set(names) for split, names in classes_by_split.items()}
+    union = set().union(*sets.values()) if sets else set()
+    parts = []
+    for split, names in sets.items():
+        lacks = sorted(union - names)
+        if lacks:
+            others = sorted(s for s in sets if s != split and set(lacks) & sets[s])
+            parts.append(f"{split} lacks {', '.join(map(repr, lacks))} (in {', '.join(others)})")
+    if not parts:
+        return None
+    by_fold: dict[str, set[str]] = {}
+    for name in union:
+        by_fold.setdefault(name.casefold(), set()).add(name)
+    cased = [sorted(v) for v in by_fold.values() if len(v) > 1]
+    text = "the splits have different classes: " + "; ".join(parts)
+    if cased:
+        text += ("; these differ only in upper/lower case: "
+                 + ", ".join(" vs ".join(map(repr, names)) for names in sorted(cased))
+                 + " (class folder names are case-sensitive; rename them to match)")
+    return text

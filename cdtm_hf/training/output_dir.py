@@ -185,17 +185,25 @@ def lock_output_dir(output_dir: str | os.PathLike) -> None:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return
-    handle = open(root / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        pid = handle.read().strip()
+    path = root / LOCK_FILE
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            pid = handle.read().strip()
+            handle.close()
+            raise FileExistsError(
+                f"another run{f' (pid {pid})' if pid else ''} is writing into --output_dir {output_dir}; wait for it "
+                "to finish, or pass another --output_dir"
+            ) from None
+        try:  # the holder before us may have removed the file while we waited: lock the file that is there
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise FileExistsError(
-            f"another run{f' (pid {pid})' if pid else ''} is writing into --output_dir {output_dir}; wait for it to "
-            "finish, or pass another --output_dir"
-        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -216,7 +224,8 @@ def resume_hint(output_dir: str | os.PathLike, train: bool = True) -> str:
 
 
 def release_output_dir(output_dir: str | os.PathLike) -> None:
-    """Release this process's lock of `output_dir` (`lock_output_dir`); the lock file itself stays, unlocked."""
+    """Release this process's lock of `output_dir` (`lock_output_dir`) and remove the lock file."""
     handle = _held_locks.pop(str(Path(output_dir).resolve()), None)
     if handle is not None:
+        (Path(output_dir) / LOCK_FILE).unlink(missing_ok=True)
         handle.close()

@@ -27,7 +27,7 @@ import datasets
 
 from .dicom import dicom_to_png_bytes
 from .errors import DataDirRequiredError, DatasetLayoutError
-from .files import ARCHIVE_SUFFIXES, ImageRecord, is_archive
+from .files import ARCHIVE_SUFFIXES, ImageRecord, extract_archive, is_archive
 from .manifest import MANIFEST_FILENAME, make_manifest, write_manifest
 from .verify import VERIFY_MODES, verify_records
 from .splits import (
@@ -207,7 +207,10 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
 
     def _extract(self, dl_manager: datasets.DownloadManager, archive: str | Path) -> Path:
         logger.info("Extracting %s into the datasets cache", archive)
-        return Path(dl_manager.extract(str(archive)))
+        # issue 17: extracted into a temporary folder and moved into place only when complete; a cut archive is named
+        cache = getattr(dl_manager, "download_config", None)
+        root = Path(getattr(cache, "cache_dir", None) or datasets.config.DOWNLOADED_DATASETS_PATH)
+        return extract_archive(archive, root, getattr(self, "ARCHIVE_SIZES", {}).get(Path(archive).name))
 
     def _dir_or_archive(self, dl_manager, parent: Path, name: str) -> Path | None:
         """``parent/name`` as a directory, extracting ``parent/name.<archive>`` if needed."""

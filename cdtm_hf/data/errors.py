@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "CorruptImageError", "DataDirRequiredError", "DatasetLayoutError", "MedicalDatasetError", "MissingColumnError",
+    "CorruptImageError", "DataDirRequiredError", "DatasetLayoutError", "IncompleteArchiveError", "MedicalDatasetError",
+    "MissingColumnError",
     "MissingDependencyError",
 ]
 
@@ -30,3 +31,8 @@ class DataDirRequiredError(MedicalDatasetError, FileNotFoundError):
 
 class MissingDependencyError(MedicalDatasetError, ImportError):
     """An optional dependency (e.g. pydicom for ``.dcm`` files) is not installed."""
+
+
+class IncompleteArchiveError(MedicalDatasetError, ValueError):
+    """An archive (``.tar.gz``, ``.zip``, ...) is cut short or damaged; the message names it and says to download it
+    again (issue 17)."""

@@ -158,3 +158,60 @@ def read_csv(path: str | Path, required: Iterable[str], **kwargs):
 def seeded_rng(seed: int, salt: str) -> np.random.Generator:
     """A generator derived from ``seed`` and a string (independent streams per purpose)."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, *(ord(ch) for ch in salt)])
+
+
+def extract_archive(archive: str | Path, cache_root: str | Path, expected_size: int | None = None) -> Path:
+    """Extract `archive` under `cache_root` atomically and return the folder; a complete earlier extraction is reused.
+
+    The archive is extracted into a temporary folder beside the target and moved into place only when every member
+    was read, so an interrupted or failed extraction never leaves a partial folder that a later run would read.
+    Tar members go through `tarfile`'s `"data"` filter (no absolute paths, no links out of the folder).
+
+    Raises:
+        `IncompleteArchiveError`: the archive is cut short or damaged; the message names it, its size (and the
+            `expected_size` when known) and says to download it again.
+    """
+    import hashlib
+    import shutil
+    import tarfile
+    import tempfile
+    import zipfile
+
+    from .errors import IncompleteArchiveError
+
+    archive = Path(archive).resolve()
+    stat = archive.stat()
+    key = hashlib.sha256(f"{archive}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = Path(cache_root) / "cdtm_extracted" / f"{archive.name}-{key}"
+    if target.is_dir():
+        return target
+    if expected_size is not None and stat.st_size != expected_size:
+        raise IncompleteArchiveError(
+            f"archive {archive} is incomplete: {stat.st_size} bytes, expected {expected_size}; download it again"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{archive.name}-", suffix=".partial", dir=target.parent))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"member {bad} fails its CRC check")
+                zf.extractall(partial)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(partial, filter="data")
+    except (EOFError, OSError, tarfile.TarError, zipfile.BadZipFile, ValueError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        size = f"{stat.st_size} bytes" + (f", expected {expected_size}" if expected_size else "")
+        raise IncompleteArchiveError(
+            f"archive {archive} is incomplete or damaged ({size}; {type(err).__name__}: {err}); download it again"
+        ) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    try:
+        os.replace(partial, target)
+    except OSError:  # another process finished the same extraction first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target

@@ -142,17 +142,14 @@ def _check_classes(found: dict[str, dict[str, list]], data_dir: Path, where: str
             f"imagefolder {data_dir} has a single class {classes[0]!r} (in the {', '.join(found)} split(s)); "
             f"classification needs at least two class folders: add a folder per class next to {classes[0]!r}"
         )
+    # issue 17: name what each split lacks (both ways), and case-only differences
     problem = class_set_problem({s: [c for c, files in f.items() if files] for s, f in found.items()})
-    if problem and len(found) > 1:  # issue 17: name what each split lacks, and case-only differences
-        raise DatasetLayoutError(
-            f"imagefolder {data_dir}: {problem}{where}; give every split the same class folders"
-        )
     for split, by_class in found.items():
         for name in classes:
             if not by_class.get(name):
                 raise DatasetLayoutError(
                     f"imagefolder: class {name!r} has no images in the {split} split{where}; add images to "
-                    f"{split}/{name}/ or remove class {name!r} from every split"
+                    f"{split}/{name}/ or remove class {name!r} from every split ({problem})"
                 )
     return classes
 

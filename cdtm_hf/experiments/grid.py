@@ -131,6 +131,12 @@ def load_grid(
             return c.sources.get(name, f"base.{name}") if name else f"cell {c.cell_id}"
 
         check_cell_values(grid.argument_values(cell, grid.seeds[0]), where, problems.add, check_paths)
+    root = grid.output_dir.resolve()
+    for cell in cells:  # issue 17: every run folder lies inside output_dir
+        run_dir = grid.run_dir(cell, grid.seeds[0] if grid.seeds else 0).resolve()
+        if root not in run_dir.parents:
+            problems.add("axes", f"cell {cell.cell_id!r} would run in {run_dir}, outside output_dir {root}; rename "
+                         "its labels")
     problems.raise_if_any(label)
     return grid
 

@@ -142,6 +142,10 @@ def read_axes(raw: Mapping[str, Any], recipes: Mapping[str, Any], problems: Prob
         if entries is None:
             continue
         labels = [e[0] for e in entries]
+        for lb in labels:  # issue 17: a label names a folder under output_dir; "..", "." would leave it
+            if safe_id(lb).strip(".") == "":
+                problems.add(f"axes.{axis}", f"label {lb!r} is not a plain name: it would name a folder outside the "
+                             "grid's output_dir; rename it (letters, digits, . _ + = -)")
         dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
         if dupes:
             problems.add(f"axes.{axis}", f"repeats {', '.join(map(repr, dupes))}")

@@ -117,7 +117,8 @@ def _unaccepted(roots: dict[str, Path], data_dir: Path, found: dict[str, dict[st
             others = unaccepted_files(folder)
             if others and not found.get(split, {}).get(folder.name):
                 raise DatasetLayoutError(
-                    f"imagefolder: class folder {posix_relpath(folder, data_dir.parent)}/ holds no accepted image "
+                    f"imagefolder: class {folder.name!r} has no images in the {split} split: its folder "
+                    f"{posix_relpath(folder, data_dir.parent)}/ holds no accepted image "
                     f"(found {extension_counts(others)}); accepted: {', '.join(IMAGE_EXTENSIONS)}. Convert the images "
                     "(e.g. to PNG) or move the folder out of data_dir"
                 )

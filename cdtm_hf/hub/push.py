@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..paper.recipes import paper_reference_for
@@ -186,7 +186,14 @@ def push_checkpoint(
         write_model_card(output_dir, report, repo_id=repo_id, paper_reference=paper_reference_for(report))
     files = checkpoint_files(output_dir)
     api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, exist_ok=True, private=private)
+    try:
+        repo_url = api.create_repo(repo_id, exist_ok=True, private=private)
+    except (OfflineModeIsEnabled, OSError, TimeoutError) as err:  # issue 17: offline or unreachable: one clear line
+        raise HubUnreachableError(
+            f"cannot push {output_dir} to {repo_id!r}: the Hub at {constants.ENDPOINT} cannot be reached "
+            f"({type(err).__name__}: {err}); nothing was uploaded. Unset HF_HUB_OFFLINE / fix the connection and "
+            "push again"
+        ) from None
     target = getattr(repo_url, "repo_id", None) or repo_id
     api.upload_folder(
         folder_path=str(output_dir),

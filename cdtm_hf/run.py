@@ -171,9 +171,9 @@ def run_evaluation(
     """
     run_args = run_args or RunArguments()
     model_args, _ = preflight(model_args, data_args, training_args, run_args, train=False)
+    model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path)  # strict, before the data
     ds, manifest = load_run_data(data_args)
     names = manifest["class_names"]
-    model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path)
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if saved != names:
         raise ValueError(

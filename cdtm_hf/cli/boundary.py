@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = [
     "DEBUG_ENV", "OneLineParser", "RunInterrupted", "command_line", "is_user_error", "no_space_message",
-    "one_line_errors", "refuse_unknown_flags", "writing_into",
+    "one_line", "one_line_errors", "refuse_unknown_flags", "writing_into",
 ]
 
 #: the environment variable that, set to anything but "" or "0", shows the full traceback of a user error
@@ -91,6 +91,8 @@ def no_space_message(err: BaseException) -> str | None:
     """'no space left in <dir>: could not write <file>; ...' when `err` is a full disk, else None."""
     if not _is_no_space(err):
         return None
+    if isinstance(err, OSError) and not err.filename and str(err.strerror or "").startswith("no space left in"):
+        return err.strerror  # the pre-flight's own estimate (cdtm_hf.training.output_dir.check_disk_space)
     name = _no_space_file(err)
     where = os.path.dirname(name) if name else (_output_dir[0] if _output_dir else "the output folder")
     what = os.path.basename(name) if name else "a checkpoint or result file"
@@ -109,11 +111,11 @@ def _pickle_message(err: BaseException) -> str | None:
             "loaded; use safetensors (model.safetensors, written by save_pretrained)")
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
         text = text[1:-1]
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return " ".join(part.rstrip() for part in text.splitlines() if part.strip())
 
 
 def _pop_debug(argv: list[str]) -> tuple[list[str], bool]:
@@ -137,7 +139,7 @@ def command_line(func: Callable[[list[str]], Any]) -> Callable[[Sequence[str] | 
         try:
             return func(argv)
         except RunInterrupted as err:
-            print(f"interrupted: {_one_line(err)}", file=sys.stderr)
+            print(f"interrupted: {one_line(err)}", file=sys.stderr)
             return 130
         except KeyboardInterrupt:
             print("interrupted: stopped by Ctrl-C", file=sys.stderr)
@@ -148,7 +150,7 @@ def command_line(func: Callable[[list[str]], Any]) -> Callable[[Sequence[str] | 
             message = no_space_message(err) or _pickle_message(err)
             if message is None and not is_user_error(err):
                 raise
-            print(f"error: {message or _one_line(err)}", file=sys.stderr)
+            print(f"error: {message or one_line(err)}", file=sys.stderr)
             return 2
         finally:
             writing_into(None)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .boundary import command_line, one_line_errors
+from .boundary import command_line, one_line, one_line_errors
 
 __all__ = ["build_parser", "main", "parse_set"]
 
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
                        progress=not args.no_progress)
     except GridError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     if run.paths:
         print(f"results: {run.paths['csv']}, {run.paths['markdown']}")

@@ -263,7 +263,10 @@ def _check_pickled_weights(folder: Path) -> None:
 
     for path in sorted(folder.glob("pytorch_model*.bin")):
         try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # not torch's zip format: mmap cannot read it, the weights-only unpickler can
+                torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise CheckpointError(
                 f"{path} is not a plain tensor file (it holds pickled objects that would run code) and will not be "

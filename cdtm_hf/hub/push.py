@@ -188,6 +188,8 @@ def push_checkpoint(
     api = HfApi(token=token)
     try:
         repo_url = api.create_repo(repo_id, exist_ok=True, private=private)
+    except HfHubHTTPError:  # the Hub answered: its own message says why
+        raise
     except (OfflineModeIsEnabled, OSError, TimeoutError) as err:  # issue 17: offline or unreachable: one clear line
         raise HubUnreachableError(
             f"cannot push {output_dir} to {repo_id!r}: the Hub at {constants.ENDPOINT} cannot be reached "

@@ -28,6 +28,7 @@ from .hub.cards import write_model_card
 from .hub.push import check_push_ready, push_checkpoint
 from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
+from .training.environment import check_launch
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
@@ -56,6 +57,7 @@ def preflight(
         run_args (`RunArguments`): how a finished run in `output_dir` is treated.
         train (`bool`): False for an evaluate-only run, which needs `model_name_or_path`.
     """
+    check_launch(training_args)  # a multi-process launch that would not make one run (issue 18)
     if not train and not model_args.model_name_or_path:
         raise ValueError("--do_train False evaluates a saved model: pass --model_name_or_path <folder or Hub id>")
     model_args = resolve_model_args(model_args)

@@ -98,6 +98,8 @@ def train(argv: list[str] | None = None) -> dict:
 
     run = run_finetuning if training_args.do_train else run_evaluation
     report = run(model_args, data_args, training_args, run_args)
+    if training_args.process_index != 0:  # one results line per run, not per rank (issue 18)
+        return report
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
     print(f"test: {metrics}\nresults: {os.path.join(training_args.output_dir, 'test_results.json')}")
     return report

@@ -41,11 +41,12 @@ def build_parser():
     """The parser of the four argument dataclasses; `--do_train` defaults to True and `--output_dir` is required."""
     from transformers import HfArgumentParser
 
-    from ..training.arguments import CDTMTrainingArguments
+    from ..training.arguments import CDTMTrainingArguments, accept_bool_spellings
     from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))
     parser.set_defaults(do_train=True)
+    accept_bool_spellings(parser)  # --backbone_norm_eval true, as --augment true (issue 18)
     for action in parser._actions:
         if action.dest in PAPER_DEFAULTS_HELP:
             action.help = f"{PAPER_DEFAULTS_HELP[action.dest]} (default: %(default)s, this package's)"

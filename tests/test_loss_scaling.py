@@ -129,15 +129,15 @@ def test_model_tells_the_trainer_its_loss_is_a_batch_mean():
 
 
 def test_two_cpu_processes_keep_losses_and_gradients(data, reference, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 examples/run_sft.py ... --use_cpu True`: two ranks on CPU
-    (gloo), each batch of 4 split into 2 + 2 (accelerate's `--cpu` would take its single-process launcher)."""
+    """`accelerate launch --config_file examples/accelerate/ddp_cpu.yaml examples/run_sft.py ... --use_cpu True`:
+    two ranks on CPU (gloo), each batch of 4 split into 2 + 2 (accelerate's `--cpu` would take its single-process
+    launcher)."""
     out = tmp_path / "out"
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", "29517", str(script), str(tmp_path / "records"), *RUN,
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "examples" / "accelerate" / "ddp_cpu.yaml"), "--main_process_port", "29517", str(script), str(tmp_path / "records"), *RUN,
                "--data_dir", str(data), "--output_dir", str(out), "--use_cpu", "True",
                "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

@@ -28,7 +28,7 @@ from .hub.cards import write_model_card
 from .hub.push import check_push_ready, push_checkpoint
 from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
-from .training.environment import check_launch
+from .training.environment import batch_facts, check_launch, framework_versions
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
@@ -257,4 +257,5 @@ def _training_summary(
         "augment": args.augment,
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
+        **batch_facts(args), "framework_versions": framework_versions(),  # issue 18
     }

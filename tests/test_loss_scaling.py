@@ -120,6 +120,27 @@ def test_gradient_accumulation_keeps_losses_and_gradients(data, reference, tmp_p
                            "--gradient_accumulation_steps", "2", "--per_device_eval_batch_size", "4")
     assert reference["steps"] == 2
     assert_same(accumulated, reference)
+    assert_card_batch(tmp_path / "out", accumulation=2, devices=1)
+
+
+def assert_card_batch(out: Path, accumulation: int, devices: int) -> None:
+    """The card states the batch of one optimizer step (per device x accumulation x devices) and the versions the
+    run ran with, as HF's Trainer cards do (issue 18, item 7)."""
+    import timm
+    import transformers
+
+    import cdtm_hf
+
+    card = (out / "README.md").read_text()
+    assert f"| `gradient_accumulation_steps` | {accumulation} |" in card
+    assert f"| `num_devices` | {devices} |" in card
+    assert "| `total_train_batch_size` | 4 |" in card  # 2 x 2 x 1 or 2 x 1 x 2: the reference's 4
+    versions = card.split("### Framework versions", 1)[1].split("##", 1)[0]
+    for name, version in (("cdtm_hf", cdtm_hf.__version__), ("transformers", transformers.__version__),
+                          ("torch", torch.__version__), ("timm", timm.__version__)):
+        assert f"- {name} {version}\n" in versions
+    recorded = json.loads((out / "run_args.json").read_text())["training"]
+    assert recorded["total_train_batch_size"] == 4 and recorded["framework_versions"]["torch"] == torch.__version__
 
 
 def test_model_tells_the_trainer_its_loss_is_a_batch_mean():
@@ -146,3 +167,4 @@ def test_two_cpu_processes_keep_losses_and_gradients(data, reference, tmp_path):
     torch.testing.assert_close(ranks[0]["grads"], ranks[1]["grads"])  # DDP: every rank steps with the same gradient
     assert_same(summary(ranks[0], out), reference)
     assert done.stdout.count("results: ") == 1  # only rank 0 prints the final results line
+    assert_card_batch(out, accumulation=1, devices=2)

@@ -1,4 +1,5 @@
-"""How a run was launched: refuse a launch whose processes would not make one run, before any data is read.
+"""How a run was launched and on what: refuse a launch whose processes would not make one run, before any data is
+read; the batch one optimizer step sees and the framework versions, which the run records and the card states.
 
 Two launches look like a distributed run and are not (docs/distributed.md):
 
@@ -18,7 +19,7 @@ WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_C
 CPU_LAUNCH = ("accelerate launch --config_file examples/accelerate/ddp_cpu.yaml examples/run_sft.py ... "
               "--use_cpu True")
 
-__all__ = ["CPU_LAUNCH", "check_launch", "launched_world_size"]
+__all__ = ["CPU_LAUNCH", "FRAMEWORKS", "batch_facts", "check_launch", "framework_versions", "launched_world_size"]
 
 
 def launched_world_size() -> int:
@@ -71,3 +72,39 @@ def check_launch(training_args) -> None:
             f"{CPU_LAUNCH} (or accelerate launch --multi_gpu --num_processes 2 examples/run_sft.py ... --use_cpu "
             "True); for one process, drop --num_processes (docs/distributed.md)"
         )
+
+
+#: the libraries a run's record and card name with their versions (HF's Trainer cards: "Framework versions"), in
+#: order; one not installed is left out
+FRAMEWORKS = ("cdtm_hf", "transformers", "torch", "timm", "open_clip_torch", "datasets", "accelerate", "peft",
+              "safetensors", "huggingface_hub", "deepspeed")
+
+
+#: distribution name -> module name, where they differ
+_MODULES = {"open_clip_torch": "open_clip"}
+
+
+def framework_versions() -> dict[str, str]:
+    """The version of each of `FRAMEWORKS` that is installed: a loaded module's own `__version__` (cdtm_hf's is the
+    package that runs; torch's names its build, e.g. 2.5.1+cu121, as in HF's cards), else the installed metadata."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in FRAMEWORKS:
+        loaded = getattr(sys.modules.get(_MODULES.get(name, name)), "__version__", None)
+        try:
+            versions[name] = str(loaded) if loaded else version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def batch_facts(training_args) -> dict[str, int]:
+    """What one optimizer step sees, as the Trainer computes it: the per-device batch x accumulation x devices."""
+    return {
+        "gradient_accumulation_steps": int(training_args.gradient_accumulation_steps),
+        "num_devices": int(training_args.world_size),
+        "total_train_batch_size": int(training_args.train_batch_size * training_args.gradient_accumulation_steps
+                                      * training_args.world_size),
+    }

@@ -59,7 +59,11 @@ records = {"logs": [], "grads": []}
 install_probe(CDTMTrainer, records)
 target = sys.argv.pop(1)
 sys.argv[0] = os.path.join("examples", "run_sft.py")
-runpy.run_path(sys.argv[0], run_name="__main__")
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as stop:  # run_sft.py exits with the CLI's status
+    if stop.code:
+        raise
 torch.save(records, f"{target}.rank{os.environ.get('RANK', '0')}.pt")
 """
 

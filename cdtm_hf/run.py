@@ -265,5 +265,6 @@ def _training_summary(
         "augment": args.augment,
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
+        "selection_reason": trainer.selection_reason, "selection_warnings": trainer.selection_warnings,  # issue 19.9
         **batch_facts(args), "framework_versions": framework_versions(),  # issue 18
     }

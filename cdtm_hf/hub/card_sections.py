@@ -240,6 +240,9 @@ def training_context(report: Mapping[str, Any]) -> dict[str, str]:
         "stages": stages, "selected": next((s for s in stages if s.get("stage") == selected), None), "metric": metric,
     }
     training.pop("finetune_mode", None)
+    reason, warnings = training.pop("selection_reason", None), training.pop("selection_warnings", None)  # issue 19.9
+    out["selection_text"] = f"Kept: {reason}." if reason else ""
+    out["selection_warnings"] = [f"Selection: {w}." for w in warnings or []]
     out["framework_versions"] = framework_versions_list(training.pop("framework_versions", None))
     rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
     if "seed" in report:

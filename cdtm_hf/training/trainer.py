@@ -35,6 +35,9 @@ from .feature_cache import build_feature_cache, cache_fits
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
+from .tie_break import (  # issue 19 item 9
+    TieBreakOnLossCallback, at_ceiling, best_evaluation, cross_stage_choice, stage_selection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ __all__ = ["STAGE_RECORD_KEYS", "CDTMTrainer", "StagedTensorBoardCallback"]
 STAGE_RECORD_KEYS = (
     "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
     "best_metric", "best_checkpoint",
+    # issue 19 item 9: the kept evaluation (ties broken on validation loss) and why it was kept
+    "best_epoch", "best_step", "best_eval_loss", "tied_epochs", "tied_losses", "selection",
 )
 
 
@@ -139,6 +144,8 @@ class CDTMTrainer(Trainer):
         self.stage = stage
         self.stage_records: list[dict[str, Any]] = []
         self.selected_stage: int | None = None
+        self.selection_reason: str | None = None  # issue 19 item 9: which epoch and stage were kept, and why
+        self.selection_warnings: list[str] = []
         self._best_checkpoints: dict[int, str] = {}
         # what each stage's trainer is built with, besides its own arguments, datasets and the shared callbacks
         self._stage_kwargs = {k: v for k, v in kwargs.items()
@@ -207,7 +214,7 @@ class CDTMTrainer(Trainer):
         args = self._stage_args(stage, plan)
         train_ds, eval_ds = self._frozen_inputs() if stage.frozen_backbone else (self.train_dataset, self.eval_dataset)
         runner = CDTMTrainer(model=model, args=args, stage=stage, train_dataset=train_ds, eval_dataset=eval_ds,
-                             callbacks=list(self._shared_callbacks), **self._stage_kwargs)
+                             callbacks=[*self._shared_callbacks, TieBreakOnLossCallback()], **self._stage_kwargs)
         trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
         logger.info(
             "%s: stage %d/%d, backbone %s, %s epochs, lr %.2e, %d warmup steps, %d/%d parameters trainable (%.1f%%)",
@@ -328,7 +335,10 @@ class CDTMTrainer(Trainer):
             "backbone_lr_multiplier": float(self.args.backbone_lr_multiplier),
             "best_metric": None if state.best_metric is None else float(state.best_metric),
             "best_checkpoint": best,
+            **best_evaluation(state, self.args.metric_for_best_model),  # issue 19 item 9
         })
+        record = self.stage_records[-1]
+        record["selection"] = stage_selection(record, self.args.metric_for_best_model)
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
         """Record a stage finished before a resume from its last checkpoint; return its optimizer steps."""
@@ -348,22 +358,42 @@ class CDTMTrainer(Trainer):
         args = self.args
         last = self.stage_records[-1]
         self.selected_stage = last["stage"]
+        self.selection_reason, self.selection_warnings = last.get("selection"), []  # issue 19 item 9
+        self._choose_stage(args, last)
+        self._warn_at_ceiling(args)
+
+    def _warn_at_ceiling(self, args: CDTMTrainingArguments) -> None:
+        """Issue 19 item 9: warn when the kept model's selection metric sits at its ceiling (ties decided it)."""
+        kept = next((r for r in self.stage_records if r["stage"] == self.selected_stage), None)
+        if kept is None or not at_ceiling(args.metric_for_best_model, kept.get("best_metric"), args.greater_is_better):
+            return
+        message = (f"the validation {args.metric_for_best_model} of the kept model is at its ceiling "
+                   f"({kept['best_metric']:.4f}): the validation set cannot rank these checkpoints, ties were broken "
+                   "on validation loss; a larger or harder validation set would")
+        self.selection_warnings.append(message)
+        logger.warning("Selection: %s", message)
+
+    def _choose_stage(self, args: CDTMTrainingArguments, last: dict[str, Any]) -> None:
         if len(self.stage_records) < 2 or not args.load_best_model_at_end:
             return
         first = self.stage_records[0]
         m1, m2 = first["best_metric"], last["best_metric"]
         if m1 is None or m2 is None:
             return
-        stage1_better = m1 > m2 if args.greater_is_better else m1 < m2
+        # issue 19 item 9: a tie goes to the lower validation loss (before, stage 2 won every tie)
+        stage1_better, why = cross_stage_choice(first, last, args.metric_for_best_model, args.greater_is_better)
         checkpoint = self._best_checkpoints.get(first["stage"])
         if stage1_better and checkpoint and os.path.isdir(checkpoint):
             load_saved_weights(self.model, checkpoint)
             self.selected_stage = first["stage"]
         elif stage1_better:
             logger.warning("Stage 1's best checkpoint %s is gone; keeping stage %d's best", checkpoint, last["stage"])
+            why = f"stage {last['stage']} kept: stage 1's best checkpoint is gone"
+        kept = first if self.selected_stage == first["stage"] else last
+        self.selection_reason = f"{kept.get('selection')}; {why}"
         logger.info(
-            "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d",
-            self.selected_stage, args.metric_for_best_model, m1, m2, last["stage"],
+            "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d (%s)",
+            self.selected_stage, args.metric_for_best_model, m1, m2, last["stage"], self.selection_reason,
         )
 
     # ---- optimizer: per-stage groups, backbone LR multiplier, no state for frozen parameters -----------------

@@ -24,7 +24,7 @@ from transformers import TrainerCallback, TrainerState
 logger = logging.getLogger(__name__)
 
 __all__ = ["BOUNDED_METRICS", "TieBreakOnLossCallback", "at_ceiling", "best_evaluation", "cross_stage_choice",
-           "metric_key", "stage_selection"]
+           "ceiling_warnings", "metric_key", "stage_selection"]
 
 #: Selection metrics bounded above by 1 (a value of 1 is the ceiling: every later checkpoint can only tie).
 BOUNDED_METRICS = frozenset({"accuracy", "f1", "f1_eq12", "precision", "recall", "auroc"})
@@ -145,3 +145,14 @@ def at_ceiling(metric: str | None, value: Any, greater_is_better: bool | None) -
     name = metric_key(metric)[5:]
     return bool(greater_is_better) and name in BOUNDED_METRICS and isinstance(value, (int, float)) \
         and value >= 1.0 - 1e-9
+
+
+def ceiling_warnings(kept: Mapping[str, Any], metric: str | None, greater_is_better: bool | None) -> list[str]:
+    """The warning (logged, and for the card) when the kept stage's selection metric sits at its ceiling."""
+    if not at_ceiling(metric, kept.get("best_metric"), greater_is_better):
+        return []
+    message = (f"the validation {metric_key(metric)[5:]} of the kept model is at its ceiling "
+               f"({kept['best_metric']:.4f}): the validation set cannot rank these checkpoints, ties were broken "
+               "on validation loss; a larger or harder validation set would")
+    logger.warning("Selection: %s", message)
+    return [message]

@@ -36,7 +36,7 @@ from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
 from .tie_break import (  # issue 19 item 9
-    TieBreakOnLossCallback, at_ceiling, best_evaluation, cross_stage_choice, stage_selection,
+    TieBreakOnLossCallback, best_evaluation, ceiling_warnings, cross_stage_choice, stage_selection,
 )
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ class CDTMTrainer(Trainer):
         self.stage = stage
         self.stage_records: list[dict[str, Any]] = []
         self.selected_stage: int | None = None
-        self.selection_reason: str | None = None  # issue 19 item 9: which epoch and stage were kept, and why
-        self.selection_warnings: list[str] = []
+        self.selection_reason, self.selection_warnings = None, []  # issue 19 item 9: what was kept, and why
         self._best_checkpoints: dict[int, str] = {}
         # what each stage's trainer is built with, besides its own arguments, datasets and the shared callbacks
         self._stage_kwargs = {k: v for k, v in kwargs.items()
@@ -360,27 +359,16 @@ class CDTMTrainer(Trainer):
         self.selected_stage = last["stage"]
         self.selection_reason, self.selection_warnings = last.get("selection"), []  # issue 19 item 9
         self._choose_stage(args, last)
-        self._warn_at_ceiling(args)
+        kept = next(r for r in self.stage_records if r["stage"] == self.selected_stage)
+        self.selection_warnings = ceiling_warnings(kept, args.metric_for_best_model, args.greater_is_better)
 
-    def _warn_at_ceiling(self, args: CDTMTrainingArguments) -> None:
-        """Issue 19 item 9: warn when the kept model's selection metric sits at its ceiling (ties decided it)."""
-        kept = next((r for r in self.stage_records if r["stage"] == self.selected_stage), None)
-        if kept is None or not at_ceiling(args.metric_for_best_model, kept.get("best_metric"), args.greater_is_better):
-            return
-        message = (f"the validation {args.metric_for_best_model} of the kept model is at its ceiling "
-                   f"({kept['best_metric']:.4f}): the validation set cannot rank these checkpoints, ties were broken "
-                   "on validation loss; a larger or harder validation set would")
-        self.selection_warnings.append(message)
-        logger.warning("Selection: %s", message)
-
-    def _choose_stage(self, args: CDTMTrainingArguments, last: dict[str, Any]) -> None:
+    def _choose_stage(self, args: CDTMTrainingArguments, last: dict[str, Any]) -> None:  # SFT: stage 1 or 2
         if len(self.stage_records) < 2 or not args.load_best_model_at_end:
             return
         first = self.stage_records[0]
-        m1, m2 = first["best_metric"], last["best_metric"]
+        m1, m2 = first["best_metric"], last["best_metric"]  # issue 19.9: a tie goes to the lower validation loss
         if m1 is None or m2 is None:
             return
-        # issue 19 item 9: a tie goes to the lower validation loss (before, stage 2 won every tie)
         stage1_better, why = cross_stage_choice(first, last, args.metric_for_best_model, args.greater_is_better)
         checkpoint = self._best_checkpoints.get(first["stage"])
         if stage1_better and checkpoint and os.path.isdir(checkpoint):
@@ -389,8 +377,7 @@ class CDTMTrainer(Trainer):
         elif stage1_better:
             logger.warning("Stage 1's best checkpoint %s is gone; keeping stage %d's best", checkpoint, last["stage"])
             why = f"stage {last['stage']} kept: stage 1's best checkpoint is gone"
-        kept = first if self.selected_stage == first["stage"] else last
-        self.selection_reason = f"{kept.get('selection')}; {why}"
+        self.selection_reason = f"{(first if self.selected_stage == first['stage'] else last)['selection']}; {why}"
         logger.info(
             "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d (%s)",
             self.selected_stage, args.metric_for_best_model, m1, m2, last["stage"], self.selection_reason,

@@ -28,6 +28,7 @@ from .reading import (
     safe_id,
 )
 from .spec import Cell, Problems
+from .sweep import assign_lr_sweeps  # issue 19 item 9
 
 __all__ = ["Grid", "load_grid"]
 
@@ -72,6 +73,8 @@ class Grid:
         values = dict(cell.fields)
         values.update({name: seed for name in self.seed_fields})
         values["output_dir"] = str(self.run_dir(cell, seed))
+        # issue 19: one frozen-feature cache for the whole grid (keyed by data and weights), not one per run
+        values.setdefault("feature_cache_dir", str(self.output_dir / "feature_cache"))
         if resume:
             values["resume_from_checkpoint"] = True
         else:
@@ -121,6 +124,7 @@ def load_grid(
         out = os.path.join("grids", safe_id(name))
     over = read_overrides(overrides, axes, problems)
     cells = build_cells(base, axes, over, seed_fields, problems)
+    assign_lr_sweeps(cells, raw.get("lr_sweep"), problems)  # issue 19 item 9
     grid = Grid(
         name=name, cells=cells, seeds=seeds, output_dir=Path(out),
         axes={axis: [e[0] for e in entries] for axis, entries in axes}, paper_table=paper_table,

@@ -16,6 +16,7 @@ import yaml
 from ..core.presets import suggest
 from ..paper.numbers import load_paper_results
 from .fields import coerce_value, field_names, is_field
+from .sweep import check_lr_sweep  # issue 19 item 9
 from .spec import NOT_A_FIELD, GRID_CONTROLLED, GRID_KEYS, RECIPE_FIELDS, SEED_FIELDS, AxisEntry, Cell, GridError, Problems
 
 def read_source(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Any, Path | None, str]:
@@ -82,7 +83,14 @@ def read_recipes(raw: Mapping[str, Any], problems: Problems) -> dict[str, dict[s
         problems.add("recipes", "must be a mapping of recipe name -> fields")
         return recipes
     for name, body in extra.items():
-        recipes[str(name)] = read_fields(body, f"recipes.{name}", problems)[0]
+        # issue 19 item 9: a recipe's own lr_sweep; a built-in recipe's name extends it (its own lr, epochs, ...)
+        body = dict(body) if isinstance(body, Mapping) else body
+        sweep = body.pop("lr_sweep", None) if isinstance(body, dict) else None
+        fields_ = read_fields(body, f"recipes.{name}", problems)[0]
+        defining = {"finetune_mode", "use_cdtm", "backbone_pretrained"}
+        recipes[str(name)] = {**(RECIPE_FIELDS.get(str(name), {}) if not defining & set(fields_) else {}), **fields_}
+        if sweep is not None:
+            recipes[str(name)]["lr_sweep"] = check_lr_sweep(sweep, f"recipes.{name}.lr_sweep", problems.add)
     return recipes
 
 

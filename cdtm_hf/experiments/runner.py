@@ -27,6 +27,7 @@ from accelerate import PartialState
 from .. import run as _run
 from .grid import Grid, load_grid
 from .spec import Cell, GridError, Problems
+from .sweep import run_lr_sweep  # issue 19 item 9
 from .tables import cell_line, read_results, write_tables
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ def check_recorded_cells(grid: Grid) -> None:
         path = grid.output_dir / cell.cell_id / CELL_FILE
         if not path.is_file():
             continue
-        recorded = _result_fields(json.loads(path.read_text()).get("fields", {}))
-        current = _result_fields(cell.fields)
+        saved = json.loads(path.read_text())
+        recorded = _result_fields({**saved.get("fields", {}), "lr_sweep": saved.get("lr_sweep")})
+        current = _result_fields({**cell.fields, "lr_sweep": cell.lr_sweep})  # issue 19 item 9
         unset = object()
         changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k, unset) != current.get(k, unset))
         if changed:
@@ -91,7 +93,7 @@ def _write_cell_file(grid: Grid, cell: Cell) -> None:
     folder = grid.output_dir / cell.cell_id
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"grid": grid.name, "cell_id": cell.cell_id, "labels": cell.labels, "recipe": cell.recipe,
-               "fields": cell.fields}
+               "fields": cell.fields, "lr_sweep": cell.lr_sweep}
     (folder / CELL_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
@@ -132,7 +134,10 @@ def _run_one(grid: Grid, cell: Cell, seed: int, resume: bool, result: GridRun, k
         logger.info("Resuming %s seed %d from its last checkpoint", cell.cell_id, seed)
     (run_dir / "error.txt").unlink(missing_ok=True)
     try:
-        (runner or _run.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
+        if cell.lr_sweep:  # issue 19 item 9: one run per learning rate, the best on validation kept
+            run_lr_sweep(grid.argument_values(cell, seed), cell.lr_sweep, runner or _run.run_finetuning, run_status)
+        else:
+            (runner or _run.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
     except Exception as err:
         if not keep_going:
             raise

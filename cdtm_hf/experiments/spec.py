@@ -39,6 +39,7 @@ GRID_KEYS: dict[str, str] = {
     "seeds": "training seeds; every cell runs once per seed (default [42])",
     "seed_fields": "fields that receive the seed (default [seed]; also data_seed, split_seed)",
     "output_dir": "where runs and tables go (default grids/<name>)",
+    "lr_sweep": "learning rates every cell tries, keeping the best on validation (a recipe's own lr_sweep wins)",
 }
 
 SEED_FIELDS = ("seed", "data_seed", "split_seed")
@@ -98,6 +99,8 @@ class Cell:
     labels: dict[str, str]  # axis -> label, in axis order
     fields: dict[str, Any]  # base < axes (in axis order) < overrides
     sources: dict[str, str] = field(default_factory=dict, repr=False)  # field -> the place that set it
+    # issue 19 item 9
+    lr_sweep: list[float] | None = None  # learning rates tried, the best on validation kept (experiments/sweep.py)
 
     def value(self, name: str) -> Any:
         """The field's value in this cell, its dataclass default when the grid does not set it."""

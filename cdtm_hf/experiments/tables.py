@@ -20,6 +20,7 @@ from ..core.presets import BACKBONE_PRESETS
 from ..evaluation.reporting import MISSING, format_mean_std, format_number, markdown_table, mean_std
 from .grid import Grid
 from .spec import Cell
+from .sweep import cell_flag, run_flags, training_notes  # issue 19 item 9
 
 RESULTS_FILE = "test_results.json"
 #: The paper's columns, in its order; each has a "paper" column beside ours when the grid names a paper table.
@@ -91,6 +92,7 @@ def collect_results(grid: Grid) -> pd.DataFrame:
             row["params_m"] = (report.get("efficiency") or {}).get("params_m")
             row["selected_stage"] = (report.get("training") or {}).get("selected_stage")
             row["run_dir"] = str(Path(cell.cell_id) / f"seed{seed}")
+            row.update(run_flags(grid.run_dir(cell, seed), report))  # issue 19 item 9
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -127,6 +129,7 @@ def _notes(grid: Grid, runs: pd.DataFrame | None) -> list[str]:
         if fallback:
             notes.append(f"{fallback} run(s) report neither `f1_eq12` nor precision and recall (e.g. multi-label): "
                          "their F1 Eq. 12 column shows their Macro-F1 instead.")
+    notes += training_notes(grid.cells, runs)  # issue 19 item 9
     if grid.paper_table is not None:
         table = load_paper_results()["tables"][grid.paper_table]
         notes.append(f"Paper columns: {table['source']} (cdtm_hf/paper/paper_results.json `{grid.paper_table}`); "
@@ -198,7 +201,9 @@ def cell_line(grid: Grid, cell: Cell, trained: Sequence[int]) -> str:
         paper = " | " + ", ".join(f"{PAPER_HEADERS[m]} {format_number(row[PAPER_KEYS[m]])}"
                                         for m in TABLE_METRICS if PAPER_KEYS[m] in row)
     status = f"{len(reports)}/{len(grid.seeds)} seeds, {len(trained)} trained now"
-    return f"{cell.cell_id}: {', '.join(parts)} ({status}){paper}"
+    flag = cell_flag(cell, [(grid.run_dir(cell, s), r) for s in grid.seeds
+                            if (r := read_results(grid.run_dir(cell, s))) is not None])  # issue 19 item 9
+    return f"{cell.cell_id}: {', '.join(parts)} ({status}){paper}{flag}"
 
 
 def write_tables(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:

@@ -152,7 +152,7 @@ def ceiling_warnings(kept: Mapping[str, Any], metric: str | None, greater_is_bet
     if not at_ceiling(metric, kept.get("best_metric"), greater_is_better):
         return []
     message = (f"the validation {metric_key(metric)[5:]} of the kept model is at its ceiling "
-               f"({kept['best_metric']:.4f}): the validation set cannot rank these checkpoints, ties were broken "
-               "on validation loss; a larger or harder validation set would")
+               f"({kept['best_metric']:.4f}): the validation set cannot rank the checkpoints that reach it (ties "
+               "go to the lower validation loss); a larger or harder validation set would")
     logger.warning("Selection: %s", message)
     return [message]

@@ -117,6 +117,8 @@ def test_a_baseline_still_rising_at_its_last_epoch_is_flagged(tmp_path, capsys):
                                                                  "backbone_pretrained": True},
                                     "axes": {"recipe": ["lp", "lp_cdtm"]}, "seeds": [0], "output_dir": str(out)}))
     assert main([str(path), "--table_only"]) == 0
+    printed = capsys.readouterr().out
+    assert "lp: LP may be under-trained: val f1 still rising at the last epoch (seed(s) 0)" in printed
     md = (out / "results.md").read_text()
     assert "**lp: LP may be under-trained**: val f1 still rising at the last epoch (seed(s) 0)" in md
     assert "lp_cdtm: LP+CDTM may be under-trained" not in md

@@ -62,6 +62,14 @@ def _dry_run(grid) -> None:
     check_recorded_cells(grid)
 
 
+def _print_flags(grid, runs) -> None:
+    """Issue 19 item 9: the under-trained runs and each lr sweep's choice, printed with the result paths."""
+    from ..experiments.sweep import training_notes
+
+    for note in training_notes(grid.cells, runs):
+        print(note.replace("**", ""))
+
+
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """The `cdtm-grid` command: 0 when every run finished, 1 when a run failed (`--keep_going`), 2 for a bad grid."""
@@ -79,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _dry_run(grid)
             return 0
         if args.table_only:
-            _, _, paths = write_tables(grid)
+            runs, _, paths = write_tables(grid)
+            _print_flags(grid, runs)  # issue 19 item 9
             print(f"results: {paths['csv']}, {paths['markdown']}")
             return 0
         run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
@@ -87,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GridError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    _print_flags(grid, run.runs)  # issue 19 item 9
     if run.paths:
         print(f"results: {run.paths['csv']}, {run.paths['markdown']}")
     return 1 if run.failed else 0

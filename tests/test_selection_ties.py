@@ -91,3 +91,21 @@ def test_sft_keeps_the_stage_with_the_lower_validation_loss_on_a_tie(sft_ties):
         f"{kept['selection']}; stage {expected} kept: val f1 tied at 1.0000, broken on val loss "
         f"{min(first['best_eval_loss'], last['best_eval_loss']):.3g} < "
         f"{max(first['best_eval_loss'], last['best_eval_loss']):.3g}")
+
+
+@pytest.mark.parametrize("use_cdtm, trained", [("False", "stage 1 trained the head on"),
+                                               ("True", "stage 1 trained CDTM and the head on")])
+def test_the_batchnorm_boundary_message_says_what_stage_1_trained(tmp_path, use_cdtm, trained):
+    data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2))
+    handler, package = Collect(), logging.getLogger("cdtm_hf")
+    package.addHandler(handler)
+    try:  # test_resnet has BatchNorm layers: stage 2 keeps their statistics fixed and says why
+        run_sft.main(["--backbone", "test_resnet", "--backbone_library", "timm", "--no_backbone_pretrained",
+                      "--image_size", "32", "--num_centers", "3", "--report_to", "none", "--disable_tqdm", "True",
+                      *FAST, "--stage1_epochs", "1", "--stage2_epochs", "1", "--use_cdtm", use_cdtm,
+                      "--feature_cache", "False", "--data_dir", str(data), "--output_dir", str(tmp_path / "out")])
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(logging.NOTSET)
+    boundary = [m for m in handler.messages if "BatchNorm layers fixed" in m]
+    assert len(boundary) == 1 and trained in boundary[0]

@@ -232,8 +232,9 @@ class CDTMTrainer(Trainer):
         if n_bn and self.model.backbone_norm_eval:
             logger.info(
                 "Stage %d: keeping the running statistics of the backbone's %d BatchNorm layers fixed "
-                "(backbone_norm_eval=%s): stage %d trained CDTM and the head on features computed with them",
+                "(backbone_norm_eval=%s): stage %d trained %s on features computed with them",
                 stage.index, n_bn, user_args.backbone_norm_eval, stage.index - 1,
+                "CDTM and the head" if self.model.config.use_cdtm else "the head",  # issue 19: no CDTM, no claim
             )
         elif n_bn:
             logger.warning(

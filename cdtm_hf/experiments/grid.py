@@ -86,7 +86,8 @@ class Grid:
             "name": self.name, "description": self.description, "source": self.source,
             "paper_table": self.paper_table, "seeds": self.seeds, "seed_fields": list(self.seed_fields),
             "axes": self.axes, "output_dir": str(self.output_dir),
-            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields} for c in self.cells],
+            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields,
+                       "lr_sweep": c.lr_sweep} for c in self.cells],  # issue 19 item 9
         }
 
 

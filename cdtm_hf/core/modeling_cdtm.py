@@ -3,6 +3,9 @@
 Equation numbers refer to Li et al., "Embracing Large Natural Data: Enhancing Medical Image Analysis via
 Cross-domain Fine-tuning" (CDTM). The default structure follows the authors' code (github.com/qklee-lz/CDTM),
 which produced the paper's numbers; ``CDTMConfig(cdtm_variant="paper")`` gives the text's Eq. 5 and Eq. 8.
+
+Like a transformers per-model file it is one subject: the model (CCA, block, heads) and its pretrained-model class
+with the checkpoint-key check, kept together because remote code ships this file as it is.
 """
 
 from __future__ import annotations

@@ -60,7 +60,6 @@ def accept_bool_spellings(parser) -> None:
         action.type = typed
 
 
-
 @dataclass
 class CDTMTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the fine-tuning fields of the CDTM paper; defaults follow Sec. III-E."""
@@ -182,12 +181,13 @@ def _check_hf_flags(args: CDTMTrainingArguments) -> None:
              "do_eval False: a run evaluates on the validation split every epoch to keep its best model "
              "(load_best_model_at_end); leave --do_eval out (--eval_strategy steps evaluates more often)")
     _require(args.do_predict is not False, "do_predict",
-             "do_predict False: a run always tests the model it keeps (test_results.json, the card); leave "
-             "--do_predict out, or hold images out of every split to keep them unseen")
+             "do_predict False: a run always tests the model it keeps on the test split (test_results.json, the "
+             "card); leave --do_predict out")
     strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
     _require(strategy == "end", "hub_strategy",
              f"hub_strategy {strategy!r}: --push_to_hub uploads the kept model once, with its card and results, when "
-             "the run ends (hub_strategy end); checkpoints are not pushed (cdtm-hub push uploads a folder later)")
+             "the run ends (hub_strategy end), and pushes no checkpoint; leave --hub_strategy out (to publish a folder "
+             "later: cdtm-hub push <folder> <repo_id>)")
     _require(not args.hub_always_push, "hub_always_push",
              "hub_always_push: the run pushes once, synchronously, at its end, so no push is ever skipped; leave "
              "--hub_always_push out")

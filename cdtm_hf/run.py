@@ -174,7 +174,8 @@ def run_evaluation(
     """
     run_args = run_args or RunArguments()
     model_args, _ = preflight(model_args, data_args, training_args, run_args, train=False)
-    model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path)  # strict, before the data
+    # strict, before the data
+    model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     ds, manifest = load_run_data(data_args)
     names = manifest["class_names"]
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -184,7 +185,7 @@ def run_evaluation(
             "on data with the same classes (in the same order), or fine-tune it with --do_train True"
         )
     try:
-        processor = CDTMImageProcessor.from_pretrained(model_args.model_name_or_path)
+        processor = CDTMImageProcessor.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     except OSError:
         processor = CDTMImageProcessor.from_model_config(model.config)
     ds = attach_transforms(ds, processor, manifest["label_column"], augment=False)
@@ -231,7 +232,8 @@ def _test_and_record(
     if write_card:
         write_model_card(output_dir, report, repo_id=args.hub_model_id, paper_reference=paper_reference_for(report))
     if push:
-        push_checkpoint(output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo))
+        push_checkpoint(output_dir, args.hub_model_id, token=args.hub_token, private=bool(args.hub_private_repo),
+                        revision=args.hub_revision)
     return report
 
 
@@ -244,7 +246,8 @@ def _write_run_args(
     used = {**asdict(model_args), "backbone": cfg.backbone_preset or cfg.backbone, "backbone_library":
             cfg.backbone_library, "image_size": cfg.image_size, "use_cdtm": cfg.use_cdtm, "num_centers":
             cfg.num_centers, "num_cdtm_blocks": cfg.num_cdtm_blocks, "head_type": cfg.head_type,
-            "mha_num_heads": cfg.mha_num_heads, "cdtm_variant": cfg.cdtm_variant}
+            "mha_num_heads": cfg.mha_num_heads, "cdtm_variant": cfg.cdtm_variant,
+            "token": "<TOKEN>" if model_args.token else None}  # a secret stays out of the run's files
     record = {"model": used, "data": asdict(data_args), "run": asdict(run_args), "training": training}
     (output_dir / "run_args.json").write_text(json.dumps(record, indent=2, default=str))
 

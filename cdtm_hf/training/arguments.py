@@ -60,7 +60,6 @@ def accept_bool_spellings(parser) -> None:
         action.type = typed
 
 
-
 @dataclass
 class CDTMTrainingArguments(TrainingArguments):
     """`TrainingArguments` with the fine-tuning fields of the CDTM paper; defaults follow Sec. III-E."""
@@ -119,9 +118,23 @@ class CDTMTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
 
+    # Issue 18: the HF flags a run cannot ignore. A run always selects its model on the validation split and tests
+    # it; `_check_hf_flags` refuses the values it cannot honour.
+    do_eval: bool = field(
+        default=True, metadata={"help": "always on: every run evaluates on the validation split to keep its best model"}
+    )
+    do_predict: bool = field(
+        default=True, metadata={"help": "always on: every run tests the model it keeps (test_results.json, the card)"}
+    )
+    hub_strategy: str = field(
+        default="end", metadata={"help": "end only: --push_to_hub uploads the kept model, its card and results once, "
+                                 "when the run ends"}
+    )
+
     def __post_init__(self):
         """Refuse a run that would fail, train nothing or diverge by construction, naming the field and the remedy;
         then `TrainingArguments`' own checks."""
+        _check_hf_flags(self)
         _require(self.finetune_mode in FINETUNE_MODES, "finetune_mode",
                  f"finetune_mode {self.finetune_mode!r} is not one of: {', '.join(FINETUNE_MODES)}")
         sft = self.finetune_mode == "sft"
@@ -160,6 +173,24 @@ class CDTMTrainingArguments(TrainingArguments):
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinned memory only speeds up host-to-CUDA copies
         super().__post_init__()
+
+
+def _check_hf_flags(args: CDTMTrainingArguments) -> None:
+    """Refuse the values of TrainingArguments' flags that a cdtm_hf run would otherwise ignore (issue 18)."""
+    _require(args.do_eval is not False, "do_eval",
+             "do_eval False: a run evaluates on the validation split every epoch to keep its best model "
+             "(load_best_model_at_end); leave --do_eval out (--eval_strategy steps evaluates more often)")
+    _require(args.do_predict is not False, "do_predict",
+             "do_predict False: a run always tests the model it keeps on the test split (test_results.json, the "
+             "card); leave --do_predict out")
+    strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
+    _require(strategy == "end", "hub_strategy",
+             f"hub_strategy {strategy!r}: --push_to_hub uploads the kept model once, with its card and results, when "
+             "the run ends (hub_strategy end), and pushes no checkpoint; leave --hub_strategy out (to publish a folder "
+             "later: cdtm-hub push <folder> <repo_id>)")
+    _require(not args.hub_always_push, "hub_always_push",
+             "hub_always_push: the run pushes once, synchronously, at its end, so no push is ever skipped; leave "
+             "--hub_always_push out")
 
 
 __all__ = ["CDTMTrainingArguments", "accept_bool_spellings"]

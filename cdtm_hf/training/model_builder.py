@@ -30,7 +30,7 @@ def build_model(
     if model_args.model_name_or_path:
         return CDTMForImageClassification.from_pretrained(
             model_args.model_name_or_path, num_labels=len(names), id2label=id2label, label2id=label2id,
-            problem_type=problem_type, ignore_mismatched_sizes=True,
+            problem_type=problem_type, ignore_mismatched_sizes=True, **model_args.hub_kwargs(),
         )
     config = CDTMConfig(
         backbone=model_args.backbone, backbone_library=model_args.backbone_library,

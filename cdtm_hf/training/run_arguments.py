@@ -61,6 +61,19 @@ class ModelArguments:
         metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
                   "--model_name_or_path"},
     )
+    # issue 18: a checkpoint on the Hub, as the HF examples take it
+    model_revision: str = field(
+        default="main", metadata={"help": "branch, tag or commit of --model_name_or_path on the Hub"}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={"help": "Hub token for a private or gated --model_name_or_path (default: `hf auth login`'s or "
+                  "HF_TOKEN); never written into the run's files"},
+    )
+
+    def hub_kwargs(self) -> dict[str, str | None]:
+        """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""
+        return {"revision": self.model_revision, "token": self.token}
 
     def __post_init__(self):
         if self.model_name_or_path is None:
@@ -147,7 +160,7 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
         return model_args
     from ..core.configuration_cdtm import CDTMConfig
 
-    config = CDTMConfig.from_pretrained(model_args.model_name_or_path)
+    config = CDTMConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     saved = {"backbone": config.backbone_preset or config.backbone, "backbone_library": config.backbone_library,
              "image_size": config.image_size}
     conflicts = [f"--{k} {getattr(model_args, k)} (the checkpoint has {v})" for k, v in saved.items()

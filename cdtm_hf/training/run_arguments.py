@@ -14,6 +14,7 @@ from ..core.backbones import backbone_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
 from ..data.registry import IMAGEFOLDER, data_source_problem
 from ..data.verify import VERIFY_MODES
+from .knobs import check_backbone_knobs
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,15 @@ class ModelArguments:
         metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
                   "--model_name_or_path"},
     )
+    # issue 18: timm fine-tuning knobs
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
+    backbone_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "extra timm create_model keyword arguments as JSON, e.g. "
+                                "'{\"drop_rate\": 0.1}'"})
 
     def __post_init__(self):
+        check_backbone_knobs(self)
         if self.model_name_or_path is None:
             self.backbone = self.backbone or DEFAULT_BACKBONE
             self.image_size = self.image_size if self.image_size is not None else DEFAULT_IMAGE_SIZE

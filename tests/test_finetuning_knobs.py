@@ -342,7 +342,7 @@ def test_backbone_kwargs_json_reaches_the_backbone(tmp_path):
     assert model.backbone.model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.05)
 
 
-def test_layer_decay_refuses_an_open_clip_vit(tiny_open_clip):
+def test_layer_decay_refuses_an_open_clip_vit(tiny_open_clip, tmp_path):
     from cdtm_hf import CDTMConfig
     from cdtm_hf.training.optim import backbone_layer_scales
 
@@ -351,3 +351,36 @@ def test_layer_decay_refuses_an_open_clip_vit(tiny_open_clip):
     model = CDTMForImageClassification.from_backbone(config, pretrained=False)
     with pytest.raises(ValueError, match="layer_decay needs a timm backbone"):
         backbone_layer_scales(model, 0.75)
+    # refused when the trainer is built, not when SFT stage 2 starts to train the backbone
+    from cdtm_hf.training.arguments import CDTMTrainingArguments
+
+    args = CDTMTrainingArguments(output_dir=str(tmp_path), layer_decay=0.75, report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match="open_clip ViT"):
+        CDTMTrainer(model=model, args=args)
+
+
+def test_better_ema_weights_are_kept_and_selected(data, tmp_path, monkeypatch):
+    """When the EMA weights beat the stage's best checkpoint on validation they become the stage's model: stage 1's
+    EMA weights are stage1_best (where stage 2 starts), stage 2's are the saved model, and the records say so."""
+    kept = []
+    keep = trainer_module.keep_ema_if_better
+
+    def keep_ema(runner, callback):
+        kept.append({k: v.detach().clone() for k, v in callback.ema.module.state_dict().items()})
+        return keep(runner, callback)
+
+    monkeypatch.setattr(trainer_module, "keep_ema_if_better", keep_ema)
+    # the EMA weights score 2.0 (above any F1), the model its own best
+    monkeypatch.setattr(ema_module, "_metric", lambda trainer, description: 2.0 if "EMA" in description else None)
+    out = tmp_path / "out"
+    report = run_sft.main([*TINY, *STAGES, "--data_dir", str(data), "--output_dir", str(out), "--model_ema", "True",
+                           "--model_ema_decay", "0.5"])
+    stages = report["training"]["stages"]
+    assert [s["ema"]["kept"] for s in stages] == [True, True]
+    assert [s["best_metric"] for s in stages] == [2.0, 2.0]
+    assert [s["best_checkpoint"] for s in stages] == ["stage1_best", None]
+    assert report["training"]["selected_stage"] == 2
+    for folder, weights in ((out / "stage1_best", kept[0]), (out, kept[1])):
+        saved = load_file(folder / "model.safetensors")
+        for k, v in saved.items():
+            torch.testing.assert_close(v, weights[k].contiguous(), rtol=0, atol=0, msg=f"{folder.name}: {k}")

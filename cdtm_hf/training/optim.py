@@ -10,9 +10,20 @@ import torch
 
 from .arguments import CDTMTrainingArguments
 
-__all__ = ["backbone_layer_scales", "parameter_groups"]
+__all__ = ["backbone_layer_scales", "check_layer_decay", "parameter_groups"]
 
 BACKBONE_PREFIX = "backbone."
+
+
+def check_layer_decay(model: torch.nn.Module) -> None:
+    """Refuse `layer_decay` for a backbone that is not a timm model (an open_clip ViT has no timm layer map)."""
+    adapter = model.backbone
+    if getattr(adapter, "_kind", "timm") != "timm":
+        raise ValueError(
+            f"layer_decay needs a timm backbone (its group_matcher gives the layers); {adapter.library} backbone "
+            f"{adapter.name!r} is an open_clip ViT without one. Use the timm copy of the weights (e.g. vitb16.laion2b, "
+            "timm vit_base_patch16_clip_224.*) or leave --layer_decay out and use --backbone_lr_multiplier"
+        )
 
 
 def backbone_layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[str, float]:
@@ -24,13 +35,8 @@ def backbone_layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[st
     """
     from timm.optim import param_groups_layer_decay
 
+    check_layer_decay(model)
     adapter = model.backbone
-    if getattr(adapter, "_kind", "timm") != "timm":
-        raise ValueError(
-            f"layer_decay needs a timm backbone (its group_matcher gives the layers); {adapter.library} backbone "
-            f"{adapter.name!r} is an open_clip ViT without one. Use the timm copy of the weights (e.g. vitb16.laion2b, "
-            "timm vit_base_patch16_clip_224.*) or leave --layer_decay out and use --backbone_lr_multiplier"
-        )
     timm_model = adapter.model
     prefix = BACKBONE_PREFIX + "".join(n + "." for n, m in adapter.named_children() if m is timm_model)
     ids = {id(p): name for name, p in timm_model.named_parameters()}

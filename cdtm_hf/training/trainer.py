@@ -35,7 +35,7 @@ from .ema import ModelEmaCallback, keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
 from .knobs import channels_last_collator, mixes_inputs
 from .mixup import build_mixup
-from .optim import parameter_groups
+from .optim import check_layer_decay, parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
 
@@ -132,6 +132,8 @@ class CDTMTrainer(Trainer):
             raise ValueError("CDTMTrainer builds each stage's optimizer and scheduler (create_optimizer); give the "
                              "optimizer's settings in CDTMTrainingArguments (optim, learning_rate, weight_decay, ...) "
                              "instead of optimizers= or model_init=")
+        if args.layer_decay is not None and stage is None:
+            check_layer_decay(model)  # before any stage trains, not when the backbone starts to
         kwargs.setdefault("data_collator", default_data_collator)
         if args.channels_last:  # issue 18: the model and its image batches in channels-last memory format
             model.to(memory_format=torch.channels_last)

@@ -384,3 +384,27 @@ def test_better_ema_weights_are_kept_and_selected(data, tmp_path, monkeypatch):
         saved = load_file(folder / "model.safetensors")
         for k, v in saved.items():
             torch.testing.assert_close(v, weights[k].contiguous(), rtol=0, atol=0, msg=f"{folder.name}: {k}")
+
+
+def test_a_grid_takes_the_knobs_and_names_their_recipe(tmp_path):
+    from cdtm_hf.experiments import GridError, load_grid
+
+    grid = {"name": "knobs", "base": {"dataset": "imagefolder", "data_dir": "unused", "backbone": "test_vit",
+                                      "backbone_pretrained": False, "report_to": "none", "scale": [0.5, 1.0],
+                                      "channels_last": "true", "backbone_kwargs": {"proj_drop_rate": 0.1}},
+            "axes": {"recipe": ["sft_cdtm", "sft_cdtm_timm"], "re_prob": [None, 0.25]}, "seeds": [0],
+            "output_dir": str(tmp_path)}
+    loaded = load_grid(grid, check_paths=False)
+    # channels_last and backbone_kwargs are on in every cell (and test_vit starts from random weights here)
+    assert [c.recipe for c in loaded.cells] == ["sft_cdtm_random_init_timm"] * 4
+    model_args, _, training_args, _ = loaded.arguments(loaded.cells[3], seed=0)
+    assert (training_args.layer_decay, training_args.model_ema, training_args.mixup, training_args.vflip) == (
+        0.75, True, 0.8, 0.5)
+    assert training_args.re_prob == 0.25 and training_args.augment is True
+    assert training_args.scale == [0.5, 1.0] and model_args.drop_path_rate == 0.1
+    plain = load_grid({**grid, "base": {k: v for k, v in grid["base"].items()
+                                        if k not in ("scale", "channels_last", "backbone_kwargs")},
+                       "axes": {"recipe": ["sft_cdtm"]}}, check_paths=False)
+    assert plain.cells[0].recipe == "sft_cdtm_random_init"  # no knob on: the paper's recipe, compared with its row
+    with pytest.raises(GridError, match=r"base.vflip: .*vflip is a probability"):
+        load_grid({**grid, "base": {**grid["base"], "vflip": 1.5}}, check_paths=False)

@@ -14,8 +14,10 @@ from typing import Any
 
 from ..core.configuration_cdtm import FieldError
 
-__all__ = ["AUGMENT_FIELDS", "augmentation_options", "check_backbone_knobs", "check_knob_fields", "knob_summary",
-           "channels_last_collator", "mixes_inputs", "model_backbone_kwargs"]
+__all__ = [
+    "AUGMENT_FIELDS", "KNOB_FIELDS", "augmentation_options", "channels_last_collator", "check_backbone_knobs",
+    "check_knob_fields", "knob_summary", "mixes_inputs", "model_backbone_kwargs", "prepare_knobs",
+]
 
 #: `CDTMTrainingArguments` field -> the `timm.data.create_transform` argument it sets (training transform only).
 AUGMENT_FIELDS = {"auto_augment": "auto_augment", "re_prob": "re_prob", "scale": "scale", "ratio": "ratio",
@@ -24,6 +26,10 @@ AUGMENT_FIELDS = {"auto_augment": "auto_augment", "re_prob": "re_prob", "scale":
 TIMM_TRANSFORM_DEFAULTS = {"auto_augment": None, "re_prob": 0.0, "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3),
                            "hflip": 0.5, "vflip": 0.0, "color_jitter": 0.4}
 MIXUP_MODES = ("batch", "pair", "elem")
+#: every knob field (of `ModelArguments` and `CDTMTrainingArguments`); one not at its default makes a grid cell's
+#: recipe `<recipe>_timm` (`cdtm_hf.experiments.canonical_recipe`), which matches none of the paper's rows.
+KNOB_FIELDS = ("drop_path_rate", "backbone_kwargs", "layer_decay", "model_ema", "model_ema_decay", "model_ema_warmup",
+               "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_mode", *AUGMENT_FIELDS, "channels_last")
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -191,3 +197,29 @@ def channels_last_collator(collate: Any) -> Any:
         return batch
 
     return collate_channels_last
+
+
+def prepare_knobs(model: Any, args: Any, trainer_kwargs: dict[str, Any], stage: Any) -> Any:
+    """What `CDTMTrainer.__init__` does for the knobs; returns the stage's `ModelEmaCallback` (None without
+    `model_ema`, and for the trainer of all stages, `stage` None).
+
+    Refuses `layer_decay` for a backbone without a timm layer map before any stage trains; with `channels_last` puts
+    the model and the collated batches in channels-last memory format (`trainer_kwargs["data_collator"]` is
+    wrapped); with `model_ema` puts a fresh EMA callback first in a stage's `trainer_kwargs["callbacks"]`.
+    """
+    import torch
+
+    if args.layer_decay is not None and stage is None:
+        from .optim import check_layer_decay
+
+        check_layer_decay(model)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+        trainer_kwargs["data_collator"] = channels_last_collator(trainer_kwargs["data_collator"])
+    if not args.model_ema or stage is None:
+        return None
+    from .ema import ModelEmaCallback
+
+    callback = ModelEmaCallback(args.model_ema_decay, args.model_ema_warmup)
+    trainer_kwargs["callbacks"] = [callback, *(trainer_kwargs.get("callbacks") or [])]
+    return callback

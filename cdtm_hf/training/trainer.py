@@ -31,11 +31,11 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..core.modeling_cdtm import CDTMForImageClassification
 from .arguments import CDTMTrainingArguments
-from .ema import ModelEmaCallback, keep_ema_if_better, read_ema_result
+from .ema import keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
-from .knobs import channels_last_collator, mixes_inputs
+from .knobs import mixes_inputs, prepare_knobs
 from .mixup import build_mixup
-from .optim import check_layer_decay, parameter_groups
+from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
 
@@ -132,12 +132,8 @@ class CDTMTrainer(Trainer):
             raise ValueError("CDTMTrainer builds each stage's optimizer and scheduler (create_optimizer); give the "
                              "optimizer's settings in CDTMTrainingArguments (optim, learning_rate, weight_decay, ...) "
                              "instead of optimizers= or model_init=")
-        if args.layer_decay is not None and stage is None:
-            check_layer_decay(model)  # before any stage trains, not when the backbone starts to
         kwargs.setdefault("data_collator", default_data_collator)
-        if args.channels_last:  # issue 18: the model and its image batches in channels-last memory format
-            model.to(memory_format=torch.channels_last)
-            kwargs["data_collator"] = channels_last_collator(kwargs["data_collator"])
+        self.ema_callback = prepare_knobs(model, args, kwargs, stage)  # issue 18: layer_decay, channels_last, EMA
         # the callbacks every stage's trainer shares: the user's (given here or through add_callback) and the
         # TensorBoard stream
         self._shared_callbacks: list = list(kwargs.get("callbacks") or [])
@@ -146,7 +142,6 @@ class CDTMTrainer(Trainer):
         self._sharing = True
         self.stage = stage
         self.mixup = build_mixup(args, model.config)  # None without --mixup/--cutmix
-        self.ema_callback: ModelEmaCallback | None = None
         self.stage_records: list[dict[str, Any]] = []
         self.selected_stage: int | None = None
         self._best_checkpoints: dict[int, str] = {}
@@ -216,10 +211,8 @@ class CDTMTrainer(Trainer):
         model.freeze_backbone(stage.frozen_backbone)
         args = self._stage_args(stage, plan)
         train_ds, eval_ds = self._frozen_inputs() if stage.frozen_backbone else (self.train_dataset, self.eval_dataset)
-        ema = ModelEmaCallback(self.args.model_ema_decay, self.args.model_ema_warmup) if self.args.model_ema else None
         runner = CDTMTrainer(model=model, args=args, stage=stage, train_dataset=train_ds, eval_dataset=eval_ds,
-                             callbacks=[ema] * bool(ema) + list(self._shared_callbacks), **self._stage_kwargs)
-        runner.ema_callback = ema
+                             callbacks=list(self._shared_callbacks), **self._stage_kwargs)
         trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
         logger.info(
             "%s: stage %d/%d, backbone %s, %s epochs, lr %.2e, %d warmup steps, %d/%d parameters trainable (%.1f%%)",
@@ -324,13 +317,11 @@ class CDTMTrainer(Trainer):
         return output
 
     def _record(self, stage: Stage, plan: list[Stage], state: TrainerState, ema: dict | None = None) -> None:
-        """Append the record of a stage that ran (or finished before a resume), read from its trainer state (and,
-        with --model_ema, from the EMA comparison: kept EMA weights are the stage's best model)."""
-        best = state.best_model_checkpoint
-        best_metric = state.best_metric
-        if ema and ema["kept"]:
+        """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
+        best, best_metric = state.best_model_checkpoint, state.best_metric
+        if ema and ema["kept"]:  # --model_ema: the kept EMA weights are the stage's best model (stage1_best in SFT)
             best_metric = ema["metric"]
-            best = os.path.join(self.args.output_dir, STAGE1_BEST_DIR) if len(plan) > 1 and stage.index == 1 else None
+            best = os.path.join(self.args.output_dir, STAGE1_BEST_DIR) if stage.index < len(plan) else None
         if best is not None:
             self._best_checkpoints[stage.index] = best
             root = os.path.abspath(self.args.output_dir)

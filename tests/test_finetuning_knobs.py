@@ -90,6 +90,7 @@ class Spy:
 
 
 KNOBS = ["--layer_decay", "0.5", "--drop_path_rate", "0.1", "--model_ema", "True", "--model_ema_decay", "0.5",
+         "--model_ema_warmup", "True",
          "--vflip", "0.5", "--auto_augment", "rand-m9-mstd0.5-inc1", "--channels_last", "True"]
 
 
@@ -135,12 +136,15 @@ def test_ema_weights_equal_a_hand_computed_ema(knob_run):
     for start, steps, end in zip(spy.ema_start, spy.steps, spy.ema_end):
         assert len(steps) == 3
         expected = {k: v.clone() for k, v in start.items()}
-        for t, weights in enumerate(steps, 1):  # timm: the first update copies w, then ema <- 0.5 ema + 0.5 w
+        for t, weights in enumerate(steps, 1):
+            # timm's ModelEmaV3 with warmup: decay 0 at the first update (a copy), then
+            # min(0.5, 1 - (1 + (t - 1)) ** (-2 / 3)): 0.370 at step 2, 0.5 from step 3 on
+            d = 0.0 if t == 1 else min(0.5, 1 - t ** (-2 / 3))
             for k in expected:
-                if t == 1:
+                if expected[k].is_floating_point():
+                    expected[k] = d * expected[k] + (1 - d) * weights[k]
+                else:  # integer buffers are copied
                     expected[k] = weights[k].clone()
-                elif expected[k].is_floating_point():
-                    expected[k] = 0.5 * expected[k] + 0.5 * weights[k]
                 else:
                     expected[k] = weights[k]
         for k in expected:
@@ -153,7 +157,7 @@ def test_ema_record_and_kept_weights(knob_run):
     for stage in stages:
         ema = stage["ema"]
         assert set(ema) == {"decay", "warmup", "metric", "model_metric", "kept"}
-        assert ema["decay"] == 0.5 and ema["metric"] is not None
+        assert ema["decay"] == 0.5 and ema["warmup"] is True and ema["metric"] is not None
         assert json.loads((out / f"stage{stage['stage']}" / "ema_result.json").read_text()) == ema
     final = load_file(out / "model.safetensors")
     if stages[-1]["ema"]["kept"] and report["training"]["selected_stage"] == 2:

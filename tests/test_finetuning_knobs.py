@@ -145,8 +145,6 @@ def test_ema_weights_equal_a_hand_computed_ema(knob_run):
                     expected[k] = d * expected[k] + (1 - d) * weights[k]
                 else:  # integer buffers are copied
                     expected[k] = weights[k].clone()
-                else:
-                    expected[k] = weights[k]
         for k in expected:
             torch.testing.assert_close(end[k], expected[k], rtol=0, atol=1e-6, msg=k)
 
@@ -265,10 +263,11 @@ def test_mixup_loss_is_soft_target_cross_entropy_and_eval_uses_hard_labels(data,
 
 
 # ---- EMA: an interrupted run resumes exactly --------------------------------------------------------------------
-def test_ema_interrupted_and_resumed_equals_uninterrupted(data, tmp_path, monkeypatch):
+def test_interrupted_and_resumed_equals_uninterrupted_ema_mixup_augment_included(data, tmp_path, monkeypatch):
     stages = [*TINY, "--stage1_epochs", "1", "--stage2_epochs", "2", "--warmup_epochs", "0",
               "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--model_ema", "--model_ema_decay",
-              "0.5", "--data_dir", str(data), "--keep_checkpoints", "True", "--save_total_limit", "5"]
+              "0.5", "--data_dir", str(data), "--keep_checkpoints", "True", "--save_total_limit", "5",
+              "--mixup", "0.8", "--cutmix", "1.0", "--vflip", "0.5", "--layer_decay", "0.75"]  # random, restored too
     straight = run_sft.main([*stages, "--output_dir", str(tmp_path / "a")])
 
     save = ema_module.ModelEmaCallback.on_save

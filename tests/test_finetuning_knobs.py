@@ -5,6 +5,7 @@ create_transform options, drop_path_rate / backbone_kwargs, channels_last, the g
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,8 @@ def test_card_lists_the_knobs(knob_run):
                 "`auto_augment` | rand-m9-mstd0.5-inc1", "`channels_last`"):
         assert row in card, row
     assert "`mixup`" not in card  # a knob that is off is not listed
+    assert "EMA weights (validation)" in card  # the stage table: what each stage's EMA scored, and whether kept
+    assert len(re.findall(r"\| \d\.\d{4}, (?:not )?kept \|", card)) == 2
 
 
 def test_ema_checkpoint_state_is_pruned_with_the_optimizer_state(knob_run):

@@ -265,6 +265,33 @@ def test_mixup_loss_is_soft_target_cross_entropy_and_eval_uses_hard_labels(data,
     assert report["training"]["mixup"] == 0.8 and report["training"]["cutmix"] == 1.0
 
 
+def test_multi_label_mixup_is_bce_of_the_mixed_multi_hot_targets():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(mixup=0.8, cutmix=0.0, mixup_prob=1.0, mixup_switch_prob=0.5, mixup_mode="batch",
+                           label_smoothing_factor=0.0)
+    loss_fn = MixupLoss(args, num_classes=3, multi_label=True)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    x, y = torch.randn(5, 3, 8, 8), torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]])
+    lin = torch.nn.Linear(3 * 8 * 8, 3)
+
+    class Model(torch.nn.Module):
+        def forward(self, pixel_values):
+            return {"logits": lin(pixel_values.flatten(1))}
+
+    np.random.seed(1)
+    loss = loss_fn.compute_loss(Model(), {"pixel_values": x, "labels": y})
+    np.random.seed(1)
+    np.random.rand()  # timm's batch mixup: a draw against mixup_prob, then lambda from Beta(alpha, alpha)
+    lam = np.random.beta(0.8, 0.8)
+    mixed = x[:4] * lam + x[:4].flip(0) * (1 - lam)
+    target = torch.cat([y[:4].float() * lam + y[:4].flip(0).float() * (1 - lam), y[4:].float()])
+    logits = lin(torch.cat([mixed, x[4:]]).flatten(1))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
 # ---- EMA: an interrupted run resumes exactly --------------------------------------------------------------------
 def test_interrupted_and_resumed_equals_uninterrupted_ema_mixup_augment_included(data, tmp_path, monkeypatch):
     stages = [*TINY, "--stage1_epochs", "1", "--stage2_epochs", "2", "--warmup_epochs", "0",

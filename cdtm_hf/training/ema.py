@@ -43,6 +43,12 @@ class ModelEmaCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from timm.utils import ModelEmaV3
 
+        ds_config = getattr(args, "hf_deepspeed_config", None)
+        if args.fsdp or (ds_config is not None and ds_config.is_zero3()):
+            raise ValueError(
+                "--model_ema keeps a full copy of the weights and updates it from this process's parameters, which "
+                "FSDP and DeepSpeed ZeRO-3 shard; use DDP or DeepSpeed ZeRO-2 with --model_ema, or leave it out"
+            )
         self.ema = ModelEmaV3(model, decay=self.decay, use_warmup=self.warmup)
         if state.global_step > 0:  # resumed: Trainer has loaded the checkpoint's state before this event
             checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")

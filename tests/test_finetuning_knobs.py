@@ -235,7 +235,7 @@ def test_mixup_loss_is_soft_target_cross_entropy_and_eval_uses_hard_labels(data,
             target = torch.cat([target, mixup_target(y[n:], 2, 1.0, 0.1)])
         with torch.no_grad():
             expected = SoftTargetCrossEntropy()(model(pixel_values=mixed).logits, target)
-        checked.append((float(loss), float(expected), len(x)))
+        checked.append((float(loss.detach()), float(expected), len(x)))
         return loss
 
     monkeypatch.setattr(MixupLoss, "compute_loss", compute_loss)
@@ -289,7 +289,7 @@ def test_multi_label_mixup_is_bce_of_the_mixed_multi_hot_targets():
     target = torch.cat([y[:4].float() * lam + y[:4].flip(0).float() * (1 - lam), y[4:].float()])
     logits = lin(torch.cat([mixed, x[4:]]).flatten(1))
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 # ---- EMA: an interrupted run resumes exactly --------------------------------------------------------------------

@@ -126,7 +126,7 @@ def knob_summary(args: Any, backbone_kwargs: dict[str, Any] | None) -> dict[str,
         "mixup_prob": args.mixup_prob if mixed else None,
         "mixup_switch_prob": args.mixup_switch_prob if mixed and args.mixup > 0 and args.cutmix > 0 else None,
         "mixup_mode": args.mixup_mode if mixed else None,
-        "label_smoothing": args.label_smoothing_factor or None,
+        "label_smoothing_factor": args.label_smoothing_factor or None,
         **{name: (list(v) if isinstance(v, tuple) else v) for name, v in transform.items()},
         "channels_last": True if args.channels_last else None,
     }

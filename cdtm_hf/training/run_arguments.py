@@ -67,7 +67,7 @@ class ModelArguments:
         default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
     backbone_kwargs: dict | str | None = field(
         default=None, metadata={"help": "extra timm create_model keyword arguments as JSON, e.g. "
-                                "'{\"drop_rate\": 0.1}'"})
+                                "'{\"proj_drop_rate\": 0.1}'"})
 
     def __post_init__(self):
         check_backbone_knobs(self)

@@ -29,6 +29,7 @@ from .hub.push import check_push_ready, push_checkpoint
 from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
 from .training.environment import batch_facts, check_launch, framework_versions
+from .training.knobs import augmentation_options, knob_summary
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.output_dir import check_disk_space, check_output_dir, lock_output_dir  # issue 17
@@ -140,7 +141,8 @@ def run_finetuning(
     model = build_model(model_args, names, manifest["multi_label"])
     check_disk_space(training_args.output_dir, model, training_args.save_total_limit or 1)
     processor = CDTMImageProcessor.from_model_config(model.config)
-    ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment)
+    ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment,
+                           augmentation_options(training_args))
     trainer = CDTMTrainer(
         model=model, args=_without_trainer_push(training_args), train_dataset=ds["train"],
         eval_dataset=ds["validation"], processing_class=processor, compute_metrics=compute_metrics,
@@ -266,6 +268,7 @@ def _training_summary(
         "image_size": model.config.image_size,
         "metric_for_best_model": args.metric_for_best_model,
         "augment": args.augment,
+        **knob_summary(args, model.config.backbone_kwargs),  # issue 18: timm's fine-tuning knobs (None = off)
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
         **batch_facts(args), "framework_versions": framework_versions(),  # issue 18

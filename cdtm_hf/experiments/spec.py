@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..training.knobs import KNOB_FIELDS
 from .fields import ARGUMENT_CLASSES, field_default
 
 __all__ = ["GRID_CONTROLLED", "GRID_KEYS", "RECIPE_FIELDS", "SEED_FIELDS", "Cell", "GridError", "Problems",
@@ -26,6 +27,10 @@ RECIPE_FIELDS: dict[str, dict[str, Any]] = {
     # Medical transfer study: a frozen or a trained backbone under a linear or attention (mha) head, no CDTM
     "frozen": {"finetune_mode": "lp", "use_cdtm": False},
     "unfrozen": {"finetune_mode": "fft", "use_cdtm": False},
+    # issue 18: SFT + CDTM with timm's fine-tuning knobs, a histology recipe (tiles have no up or down)
+    "sft_cdtm_timm": {"finetune_mode": "sft", "use_cdtm": True, "layer_decay": 0.75, "drop_path_rate": 0.1,
+                      "model_ema": True, "mixup": 0.8, "cutmix": 1.0, "label_smoothing_factor": 0.1, "vflip": 0.5,
+                      "auto_augment": "rand-m9-mstd0.5-inc1"},
 }
 
 #: Top-level keys of a grid file.
@@ -78,7 +83,8 @@ class Problems(list):
 def canonical_recipe(fields: Mapping[str, Any]) -> str:
     """The recipe a set of fields amounts to, e.g. 'lp_cdtm' or 'scratch'; it matches the paper's rows.
 
-    A non-scratch run whose backbone does not start from pretrained weights gets `_random_init` (and matches none).
+    A non-scratch run whose backbone does not start from pretrained weights gets `_random_init` (and matches none);
+    a run with any of timm's fine-tuning knobs on (`cdtm_hf.training.knobs.KNOB_FIELDS`) gets `_timm`.
     """
     mode = fields.get("finetune_mode", field_default("finetune_mode"))
     use_cdtm = fields.get("use_cdtm", field_default("use_cdtm"))
@@ -86,6 +92,8 @@ def canonical_recipe(fields: Mapping[str, Any]) -> str:
     key = f"{mode}{'_cdtm' if use_cdtm else ''}"
     if mode != "scratch" and not pretrained and not fields.get("model_name_or_path"):
         key += "_random_init"
+    if any(k in fields and fields[k] != field_default(k) for k in KNOB_FIELDS):
+        key += "_timm"  # issue 18: timm's fine-tuning knobs on; not the paper's recipe
     return key
 
 

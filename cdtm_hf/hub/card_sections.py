@@ -218,6 +218,12 @@ def _stages_table(stages: list[Mapping[str, Any]], selected: int | None, metric:
          format_number(stage.get("best_metric"), digits=4), "yes" if stage.get("stage") == selected else ""]
         for stage in stages
     ]
+    if any(stage.get("ema") for stage in stages):  # issue 18: --model_ema, what each stage compared and kept
+        headers.append("EMA weights (validation)")
+        for row, stage in zip(rows, stages):
+            ema = stage.get("ema") or {}
+            row.append(f"{format_number(ema.get('metric'), digits=4)}, {'kept' if ema.get('kept') else 'not kept'}"
+                       if ema else "")
     return markdown_table(headers, rows)
 
 

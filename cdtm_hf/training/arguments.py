@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 
 from ..core.configuration_cdtm import FieldError
 from .feature_cache import CACHE_DTYPES
+from .knobs import check_knob_fields
 from .stages import FINETUNE_MODES
 
 
@@ -130,6 +131,28 @@ class CDTMTrainingArguments(TrainingArguments):
         default="end", metadata={"help": "end only: --push_to_hub uploads the kept model, its card and results once, "
                                  "when the run ends"}
     )
+    # issue 18: timm fine-tuning knobs (cdtm_hf.training.knobs checks them; all off by default)
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "layer-wise lr decay of the backbone (timm param_groups_layer_decay), e.g. "
+                                "0.75; CDTM and the head keep the stage's learning rate"})
+    model_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights (timm ModelEmaV3); it is "
+                                                     "evaluated at the end of each stage and kept when better"})
+    model_ema_decay: float = field(default=0.9998, metadata={"help": "EMA decay per optimizer step"})
+    model_ema_warmup: bool = field(default=False, metadata={"help": "EMA decay warmup (timm use_warmup)"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (timm Mixup; 0 = off), e.g. 0.8"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0 = off), e.g. 1.0"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of cutmix when both are on"})
+    mixup_mode: str = field(default="batch", metadata={"help": "mix per batch, pair or elem"})
+    auto_augment: str | None = field(
+        default=None, metadata={"help": "timm auto-augment policy of the train transform, e.g. rand-m9-mstd0.5-inc1"})
+    re_prob: float | None = field(default=None, metadata={"help": "random-erasing probability (train transform)"})
+    scale: list[float] | None = field(default=None, metadata={"help": "random-resized-crop area range, e.g. 0.08 1"})
+    ratio: list[float] | None = field(default=None, metadata={"help": "random-resized-crop aspect range"})
+    hflip: float | None = field(default=None, metadata={"help": "horizontal-flip probability (timm default 0.5)"})
+    vflip: float | None = field(default=None, metadata={"help": "vertical-flip probability (histology: 0.5)"})
+    color_jitter: float | None = field(default=None, metadata={"help": "colour-jitter strength (timm default 0.4)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (model and inputs)"})
 
     def __post_init__(self):
         """Refuse a run that would fail, train nothing or diverge by construction, naming the field and the remedy;
@@ -170,6 +193,7 @@ class CDTMTrainingArguments(TrainingArguments):
         _require(not (sft and self.stage2_from_best and not self.load_best_model_at_end), "stage2_from_best",
                  "stage2_from_best needs load_best_model_at_end=True (stage 1's best weights seed stage 2); pass "
                  "--stage2_from_best False to start stage 2 from stage 1's last weights")
+        check_knob_fields(self)
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinned memory only speeds up host-to-CUDA copies
         super().__post_init__()

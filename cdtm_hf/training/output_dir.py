@@ -28,7 +28,8 @@ __all__ = [
 
 #: the optimizer, scheduler and grad-scaler states `Trainer` saves in a checkpoint (what a resume needs besides the
 #: weights, the RNG states and `trainer_state.json`)
-OPTIMIZER_STATE_PATTERNS = ("optimizer.*", "scheduler.*", "scaler.*")
+#: (and the EMA of the weights of --model_ema, issue 18)
+OPTIMIZER_STATE_PATTERNS = ("optimizer.*", "scheduler.*", "scaler.*", "model_ema.*")
 #: every Trainer bookkeeping file of a checkpoint folder: pickles that no loader reads as model weights
 TRAINER_STATE_PATTERNS = (*OPTIMIZER_STATE_PATTERNS, "rng_state*.pth", "training_args.bin", "trainer_state.json")
 

@@ -14,6 +14,7 @@ from ..core.backbones import backbone_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
 from ..data.registry import IMAGEFOLDER, data_source_problem
 from ..data.verify import VERIFY_MODES
+from .knobs import check_backbone_knobs
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,19 @@ class ModelArguments:
         metadata={"help": "Hub token for a private or gated --model_name_or_path (default: `hf auth login`'s or "
                   "HF_TOKEN); never written into the run's files"},
     )
+    # issue 18: timm fine-tuning knobs
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
+    backbone_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "extra timm create_model keyword arguments as JSON, e.g. "
+                                "'{\"proj_drop_rate\": 0.1}'"})
 
     def hub_kwargs(self) -> dict[str, str | None]:
         """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""
         return {"revision": self.model_revision, "token": self.token}
 
     def __post_init__(self):
+        check_backbone_knobs(self)
         if self.model_name_or_path is None:
             self.backbone = self.backbone or DEFAULT_BACKBONE
             self.image_size = self.image_size if self.image_size is not None else DEFAULT_IMAGE_SIZE

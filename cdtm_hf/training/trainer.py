@@ -31,7 +31,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..core.modeling_cdtm import CDTMForImageClassification
 from .arguments import CDTMTrainingArguments
+from .ema import keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
+from .knobs import mixes_inputs, prepare_knobs
+from .mixup import build_mixup
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
@@ -43,7 +46,7 @@ __all__ = ["STAGE_RECORD_KEYS", "CDTMTrainer", "StagedTensorBoardCallback"]
 # The keys of one `CDTMTrainer.stage_records` entry (the run report's `training.stages`).
 STAGE_RECORD_KEYS = (
     "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
-    "best_metric", "best_checkpoint",
+    "best_metric", "best_checkpoint", "layer_decay", "ema",
 )
 
 
@@ -130,6 +133,7 @@ class CDTMTrainer(Trainer):
                              "optimizer's settings in CDTMTrainingArguments (optim, learning_rate, weight_decay, ...) "
                              "instead of optimizers= or model_init=")
         kwargs.setdefault("data_collator", default_data_collator)
+        self.ema_callback = prepare_knobs(model, args, kwargs, stage)  # issue 18: layer_decay, channels_last, EMA
         # the callbacks every stage's trainer shares: the user's (given here or through add_callback) and the
         # TensorBoard stream
         self._shared_callbacks: list = list(kwargs.get("callbacks") or [])
@@ -137,6 +141,7 @@ class CDTMTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self._sharing = True
         self.stage = stage
+        self.mixup = build_mixup(args, model.config)  # None without --mixup/--cutmix
         self.stage_records: list[dict[str, Any]] = []
         self.selected_stage: int | None = None
         self._best_checkpoints: dict[int, str] = {}
@@ -246,8 +251,8 @@ class CDTMTrainer(Trainer):
         train_ds, eval_ds = self.train_dataset, self.eval_dataset
         if not self.args.feature_cache:
             return train_ds, eval_ds
-        if self.args.augment:
-            logger.info("Feature cache off: random augmentation changes the backbone input every epoch")
+        if self.args.augment or mixes_inputs(self.args):
+            logger.info("Feature cache off: random augmentation (or mixup) changes the backbone input every epoch")
             return train_ds, eval_ds
         evals = eval_ds if isinstance(eval_ds, dict) else ({} if eval_ds is None else {"validation": eval_ds})
         cache_dir = self.args.feature_cache_dir or os.path.join(self.args.output_dir, "feature_cache")
@@ -296,9 +301,10 @@ class CDTMTrainer(Trainer):
                     self.tensorboard.step_offset, self.tensorboard.hold_open = step_offset, stage is not plan[-1]
                 output = runner.train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
                 checkpoint = None
+                ema = keep_ema_if_better(runner, runner.ema_callback) if runner.ema_callback else None
                 # what the last stage ran with, for inspection (each stage built its own)
                 self.state, self.optimizer, self.lr_scheduler = runner.state, runner.optimizer, runner.lr_scheduler
-                self._record(stage, plan, runner.state)
+                self._record(stage, plan, runner.state, ema)
                 step_offset += runner.state.global_step
                 if len(plan) > 1 and stage.index == 1:
                     # the weights stage 2 starts from: stage 1's best (load_best_model_at_end), or its last with
@@ -310,9 +316,12 @@ class CDTMTrainer(Trainer):
                 self.tensorboard.close()
         return output
 
-    def _record(self, stage: Stage, plan: list[Stage], state: TrainerState) -> None:
+    def _record(self, stage: Stage, plan: list[Stage], state: TrainerState, ema: dict | None = None) -> None:
         """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
-        best = state.best_model_checkpoint
+        best, best_metric = state.best_model_checkpoint, state.best_metric
+        if ema and ema["kept"]:  # --model_ema: the kept EMA weights are the stage's best model (stage1_best in SFT)
+            best_metric = ema["metric"]
+            best = os.path.join(self.args.output_dir, STAGE1_BEST_DIR) if stage.index < len(plan) else None
         if best is not None:
             self._best_checkpoints[stage.index] = best
             root = os.path.abspath(self.args.output_dir)
@@ -326,8 +335,10 @@ class CDTMTrainer(Trainer):
             "warmup_steps": self._warmup_steps(stage, self.args, len(self.train_dataset)),
             "backbone_norm_eval": self._norm_eval(stage, plan, self.args),
             "backbone_lr_multiplier": float(self.args.backbone_lr_multiplier),
-            "best_metric": None if state.best_metric is None else float(state.best_metric),
+            "best_metric": None if best_metric is None else float(best_metric),
             "best_checkpoint": best,
+            "layer_decay": None if stage.frozen_backbone else self.args.layer_decay,
+            "ema": ema,
         })
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
@@ -340,7 +351,7 @@ class CDTMTrainer(Trainer):
                 "resume from a checkpoint of stage 1 or start the run again"
             )
         state = TrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME))
-        self._record(stage, plan, state)
+        self._record(stage, plan, state, read_ema_result(stage_dir))
         return state.global_step
 
     def _select_stage(self) -> None:
@@ -375,6 +386,11 @@ class CDTMTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.mixup is not None and model.training:  # issue 18: mixed training batches, soft-target loss
+            return self.mixup.compute_loss(model, inputs, return_outputs)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.stage is not None:

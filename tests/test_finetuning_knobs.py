@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from cdtm_hf import CDTMForImageClassification
+from cdtm_hf.cli.boundary import RunInterrupted
 from cdtm_hf.core.configuration_cdtm import FieldError
 from cdtm_hf.training import ema as ema_module
 from cdtm_hf.training import trainer as trainer_module
@@ -309,7 +310,7 @@ def test_interrupted_and_resumed_equals_uninterrupted_ema_mixup_augment_included
 
     with monkeypatch.context() as m:
         m.setattr(ema_module.ModelEmaCallback, "on_save", killed_on_save)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(RunInterrupted, match="--resume_from_checkpoint True"):  # Ctrl-C, as the CLI reports it
             run_sft.main([*stages, "--output_dir", str(tmp_path / "b")])
     assert (tmp_path / "b" / "stage2" / "checkpoint-3" / "model_ema.safetensors").is_file()
     assert not (tmp_path / "b" / "stage2" / "checkpoint-6").exists()

@@ -12,7 +12,7 @@ from unittest import mock
 import huggingface_hub
 import pytest
 
-from cdtm_hf.cli.train import main, parse
+from cdtm_hf.cli.train import main, parse, train
 from tests.helpers import write_imagefolder
 
 TINY = ["--backbone", "test_vit", "--backbone_library", "timm", "--no_backbone_pretrained", "--image_size", "32",
@@ -28,9 +28,10 @@ HUB_ID = "someone/cdtm-tiny"
     (["--hub_strategy", "all_checkpoints"], "hub_strategy 'all_checkpoints'"),
     (["--hub_always_push"], "hub_always_push: the run pushes once"),
 ])
-def test_flags_a_run_cannot_honour_are_refused_before_any_data_is_read(tmp_path, flags, message):
-    with pytest.raises(ValueError, match=message):
-        main([*TINY, "--data_dir", str(tmp_path / "no_such_data"), "--output_dir", str(tmp_path / "o"), *flags])
+def test_flags_a_run_cannot_honour_are_refused_before_any_data_is_read(tmp_path, capsys, flags, message):
+    status = main([*TINY, "--data_dir", str(tmp_path / "no_such_data"), "--output_dir", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "o").exists()
 
 
@@ -100,7 +101,7 @@ def test_hub_checkpoint_with_revision_and_token_and_push_to_a_branch(hub, tmp_pa
     with mock.patch.object(push, "HfApi") as api_cls:
         api = api_cls.return_value
         api.create_repo.return_value = huggingface_hub.RepoUrl("https://huggingface.co/me/cdtm-ft")
-        main(["--model_name_or_path", HUB_ID, "--model_revision", "v1", "--token", "hf_secret_read",
+        train(["--model_name_or_path", HUB_ID, "--model_revision", "v1", "--token", "hf_secret_read",
               "--report_to", "none", "--disable_tqdm", "True", "--finetune_mode", "fft", "--num_train_epochs", "1",
               "--data_dir", str(data), "--output_dir", str(out), "--push_to_hub", "--hub_model_id", "me/cdtm-ft",
               "--hub_token", "hf_secret_write", "--hub_revision", "experiment-1"])
@@ -118,8 +119,8 @@ def test_hub_checkpoint_with_revision_and_token_and_push_to_a_branch(hub, tmp_pa
 def test_hub_checkpoint_at_another_revision_is_that_revision(hub, tmp_path):
     data = write_imagefolder(tmp_path / "data", per_class=(2, 1, 1), size=32)
     with pytest.raises(ValueError, match=r"--image_size 32 \(the checkpoint has 48\)"):
-        main(["--model_name_or_path", HUB_ID, "--image_size", "32", "--data_dir", str(data),
+        train(["--model_name_or_path", HUB_ID, "--image_size", "32", "--data_dir", str(data),
               "--output_dir", str(tmp_path / "o"), "--report_to", "none"])
-    main(["--model_name_or_path", HUB_ID, "--model_revision", "v1", "--image_size", "32", "--do_train", "False",
+    train(["--model_name_or_path", HUB_ID, "--model_revision", "v1", "--image_size", "32", "--do_train", "False",
           "--data_dir", str(data), "--output_dir", str(tmp_path / "e"), "--report_to", "none"])
     assert (tmp_path / "e" / "test_results.json").is_file()

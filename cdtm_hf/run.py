@@ -28,6 +28,7 @@ from .hub.cards import write_model_card
 from .hub.push import check_push_ready, push_checkpoint
 from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
+from .training.environment import batch_facts, check_launch, framework_versions
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.output_dir import check_disk_space, check_output_dir, lock_output_dir  # issue 17
@@ -58,13 +59,15 @@ def preflight(
         run_args (`RunArguments`): how a finished run in `output_dir` is treated.
         train (`bool`): False for an evaluate-only run, which needs `model_name_or_path`.
     """
+    check_launch(training_args)  # a multi-process launch that would not make one run (issue 18)
     if not train and not model_args.model_name_or_path:
         raise ValueError("--do_train False evaluates a saved model: pass --model_name_or_path <folder or Hub id>")
     check_output_dir(training_args.output_dir, data_args.data_dir)  # issue 17: before anything is written
     if model_args.model_name_or_path:
         check_model_source(model_args.model_name_or_path)
     model_args = resolve_model_args(model_args)
-    lock_output_dir(training_args.output_dir)
+    if training_args.process_index == 0:  # one run per folder; the other ranks of a launch are the same run
+        lock_output_dir(training_args.output_dir)
     resume = None
     if train:
         point = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir,
@@ -262,4 +265,5 @@ def _training_summary(
         "augment": args.augment,
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
+        **batch_facts(args), "framework_versions": framework_versions(),  # issue 18
     }

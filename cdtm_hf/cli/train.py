@@ -43,12 +43,13 @@ def build_parser():
     """The parser of the four argument dataclasses; `--do_train` defaults to True and `--output_dir` is required."""
     from transformers import HfArgumentParser
 
-    from ..training.arguments import CDTMTrainingArguments
+    from ..training.arguments import CDTMTrainingArguments, accept_bool_spellings
     from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))
     one_line_errors(parser)  # issue 17: a bad argument is one line, exit 2
     parser.set_defaults(do_train=True)
+    accept_bool_spellings(parser)  # --backbone_norm_eval true, as --augment true (issue 18)
     for action in parser._actions:
         if action.dest in PAPER_DEFAULTS_HELP:
             action.help = f"{PAPER_DEFAULTS_HELP[action.dest]} (default: %(default)s, this package's)"
@@ -110,6 +111,8 @@ def train(argv: list[str] | None = None) -> dict:
         from ..training.output_dir import release_output_dir
 
         release_output_dir(training_args.output_dir)
+    if training_args.process_index != 0:  # one results line per run, not per rank (issue 18)
+        return report
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
     print(f"test: {metrics}\nresults: {os.path.join(training_args.output_dir, 'test_results.json')}")
     return report

@@ -134,6 +134,10 @@ class CDTMPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["CDTMBlock"]
+    # The loss is a mean over the batch (`loss_function` takes no `num_items_in_batch`), so the Trainer must divide it
+    # by the gradient-accumulation steps and not multiply it by the process count; `forward(**kwargs)` alone would make
+    # it assume the opposite (issue 18). transformers' `TimmWrapperPreTrainedModel` sets the same.
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, *args, allow_missing_keys: bool = False, **kwargs):

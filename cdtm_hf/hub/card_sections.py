@@ -20,7 +20,8 @@ from ..evaluation.reporting import format_number, format_pct, markdown_table
 
 __all__ = [
     "METRICS", "MODE_DESCRIPTIONS", "CardBackbone", "is_number", "backbone_hub_id", "builder_of", "dataset_link", "details_table",
-    "efficiency_table", "paper_table", "results_context", "split_facts", "counts_table", "training_context",
+    "efficiency_table", "framework_versions_list", "paper_table", "results_context", "split_facts", "counts_table",
+    "training_context",
 ]
 
 # key in the report's "metrics" -> (Hub metric type, Hub metric config); display names: metrics.METRIC_DISPLAY_NAMES
@@ -220,6 +221,11 @@ def _stages_table(stages: list[Mapping[str, Any]], selected: int | None, metric:
     return markdown_table(headers, rows)
 
 
+def framework_versions_list(versions: Mapping[str, str] | None) -> str:
+    """The "Framework versions" list of HF's Trainer cards, from the versions the run recorded ('' if none)."""
+    return "\n".join(f"- {name} {version}" for name, version in (versions or {}).items())
+
+
 def training_context(report: Mapping[str, Any]) -> dict[str, str]:
     """The training section: mode, each stage's real hyperparameters, which stage was kept, shared settings."""
     training = dict(report.get("training") or {})
@@ -234,6 +240,7 @@ def training_context(report: Mapping[str, Any]) -> dict[str, str]:
         "stages": stages, "selected": next((s for s in stages if s.get("stage") == selected), None), "metric": metric,
     }
     training.pop("finetune_mode", None)
+    out["framework_versions"] = framework_versions_list(training.pop("framework_versions", None))
     rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
     if "seed" in report:
         rows.append(["`seed`", report["seed"]])

@@ -22,15 +22,43 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise FieldError(field, message)
 
 
+#: the spellings of a boolean a tri-state field takes besides its own choices (those of a plain bool option, and YAML's)
+_BOOL_SPELLINGS = {"true": True, "yes": True, "1": True, "t": True, "y": True, "on": True,
+                   "false": False, "no": False, "0": False, "f": False, "n": False, "off": False}
+
+
 def _parse_norm_eval(value: Any) -> str | bool:
     """`backbone_norm_eval` from Python or a command line / grid file: "auto", a bool, or "true"/"false"."""
     text = value if isinstance(value, bool) else str(value).strip().lower()
-    if isinstance(text, bool) or text in ("auto", "true", "false", "1", "0", "yes", "no"):
-        return text if text in (True, False, "auto") else text in ("true", "1", "yes")
+    if isinstance(text, bool) or text == "auto" or text in _BOOL_SPELLINGS:
+        return text if text in (True, False, "auto") else _BOOL_SPELLINGS[text]
     raise FieldError(
         "backbone_norm_eval", f"backbone_norm_eval {value!r} is not one of: auto, True, False; use auto (fixed BatchNorm statistics after "
         "a frozen stage), True (always while the backbone trains) or False (never)"
     )
+
+
+def accept_bool_spellings(parser) -> None:
+    """Let every option whose choices hold True and False (e.g. `backbone_norm_eval`: auto, True, False) take each
+    spelling of a boolean that a plain bool option takes (true/false, yes/no, 1/0, any case), and YAML's booleans.
+
+    `HfArgumentParser` maps a `Literal` choice back from its exact `str()` only ("True"); the command line
+    (`cdtm_hf.cli.train.build_parser`) and the grid fields (`cdtm_hf.experiments.fields.argument_parser`) call this
+    on their parser (issue 18).
+    """
+    for action in parser._actions:
+        choices = list(action.choices or ())
+        if not any(c is True for c in choices) or not any(c is False for c in choices) or action.type is None:
+            continue
+
+        def typed(text, _type=action.type):
+            key = text.strip().lower() if isinstance(text, str) else text
+            if isinstance(key, str) and key in _BOOL_SPELLINGS:
+                return _BOOL_SPELLINGS[key]
+            return _type(key if key == "auto" else text)
+
+        action.type = typed
+
 
 
 @dataclass
@@ -134,4 +162,4 @@ class CDTMTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-__all__ = ["CDTMTrainingArguments"]
+__all__ = ["CDTMTrainingArguments", "accept_bool_spellings"]

@@ -339,9 +339,13 @@ def test_a_full_disk_during_a_run_names_the_folder_and_the_file(tmp_path, capsys
 
     import cdtm_hf.run
 
-    def full(*args, **kwargs):
-        target = tmp_path / "out" / "stage2" / "checkpoint-4" / "model.safetensors"
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    def full(*args, **kwargs):  # stage 2's checkpoint-2 is complete; checkpoint-4 fails half-way
+        stage2 = tmp_path / "out" / "stage2"
+        for step in (2, 4):
+            (stage2 / f"checkpoint-{step}").mkdir(parents=True)
+            (stage2 / f"checkpoint-{step}" / "config.json").write_text("{}")
+        (stage2 / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        raise OSError(errno.ENOSPC, "No space left on device", str(stage2 / "checkpoint-4" / "model.safetensors"))
 
     monkeypatch.setattr(cdtm_hf.run, "run_finetuning", full)
     data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2), size=32)
@@ -349,6 +353,9 @@ def test_a_full_disk_during_a_run_names_the_folder_and_the_file(tmp_path, capsys
     line = one_error_line(capsys)
     assert line.startswith(f"error: no space left in {tmp_path / 'out' / 'stage2' / 'checkpoint-4'}")
     assert "could not write model.safetensors" in line
+    stage2 = tmp_path / "out" / "stage2"
+    assert (stage2 / "checkpoint-2" / "trainer_state.json").is_file()  # the last good checkpoint stays
+    assert not (stage2 / "checkpoint-4").exists()  # the half-written one would break --resume_from_checkpoint True
 
 
 def test_hub_push_offline_with_a_token_is_one_line(saved_model, tmp_path, capsys, monkeypatch):

@@ -152,6 +152,13 @@ def test_from_pretrained_is_strict_and_allow_missing_keys_opts_out(saved_model, 
     model = CDTMForImageClassification.from_pretrained(cut, allow_missing_keys=True)
     assert model.head.fc.weight.shape[0] == 2
     CDTMForImageClassification.from_pretrained(model_dir)  # a complete checkpoint loads as before
+    other = shutil.copytree(model_dir, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config.update(id2label={"0": "a", "1": "b", "2": "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointKeysError, match="2 tensor.s. of another shape: head.fc.bias, head.fc.weight"):
+        CDTMForImageClassification.from_pretrained(other)  # not transformers' "look at the above report"
+    assert CDTMForImageClassification.from_pretrained(other, ignore_mismatched_sizes=True).config.num_labels == 3
 
 
 # ---- 2. files skipped for their extension; GIF accepted ---------------------------------------------------------

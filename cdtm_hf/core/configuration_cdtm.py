@@ -66,15 +66,28 @@ def load_strictly(load, args: tuple, kwargs: dict, allow_missing_keys: bool = Fa
     held = HoldLoadReport()
     report_logger = logging.getLogger("transformers.modeling_utils")
     report_logger.addFilter(held)
+    source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
     try:
         model, info = load(*args, output_loading_info=True, **kwargs)
+    except RuntimeError as err:  # a tensor of another shape: the checkpoint is of another model or damaged
+        report_logger.removeFilter(held)
+        keys = sorted(line.split("|")[0].strip() for r in held.records for line in r.getMessage().splitlines()
+                      if "MISMATCH" in line and "|" in line)
+        if "ignore_mismatched_sizes" not in str(err) or not keys:
+            for record in held.records:
+                report_logger.handle(record)
+            raise
+        raise CheckpointKeysError(
+            f"the checkpoint {source} does not match the model: {len(keys)} tensor(s) of another shape: "
+            f"{', '.join(keys[:8])}{' and more' if len(keys) > 8 else ''}. It is from another model (e.g. other "
+            "classes) or damaged; download or save it again, or pass ignore_mismatched_sizes=True to replace them"
+        ) from None
     finally:
         report_logger.removeFilter(held)
     problem = None if allow_missing_keys else checkpoint_keys_problem(info)
     for record in held.records if not problem else ():
         report_logger.handle(record)
     if problem:
-        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         raise CheckpointKeysError(
             f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from another "
             "model; download or save it again (only a backbone-only checkpoint may pass allow_missing_keys=True)"

@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 
-from .boundary import RunInterrupted, command_line, one_line_errors, refuse_unknown_flags, writing_into
+from .boundary import (RunInterrupted, command_line, no_space_message, one_line_errors, refuse_unknown_flags,
+                       writing_into)
 
 __all__ = ["build_parser", "main", "parse", "train"]
 
@@ -107,6 +108,12 @@ def train(argv: list[str] | None = None) -> dict:
         report = run(model_args, data_args, training_args, run_args)
     except KeyboardInterrupt:  # issue 17: one line that says what is kept and how to resume
         raise RunInterrupted(_resume_hint(training_args)) from None
+    except Exception as err:  # a full disk: the half-written checkpoint goes, the complete ones stay (issue 17)
+        if no_space_message(err):
+            from ..training.output_dir import drop_incomplete_checkpoints
+
+            drop_incomplete_checkpoints(training_args.output_dir)
+        raise
     finally:
         from ..training.output_dir import release_output_dir
 

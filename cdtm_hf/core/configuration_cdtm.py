@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -26,6 +27,72 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+# ---- issue 17: what a loaded checkpoint must hold (the model's `from_pretrained` is strict) ---------------------
+class HoldLoadReport(logging.Filter):
+    """Holds back transformers' LOAD REPORT records (re-emitted by `from_pretrained` unless it raises instead)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.records.append(record)
+            return False
+        return True
+
+
+class CheckpointKeysError(ValueError):
+    """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
+
+
+def checkpoint_keys_problem(info: dict, shown: int = 8) -> str | None:
+    """'missing ...; unexpected ...' from `from_pretrained`'s loading info, or None when every key matched."""
+    parts = []
+    for kind in ("missing", "unexpected"):
+        keys = sorted(info.get(f"{kind}_keys") or ())
+        if keys:
+            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{kind} {len(keys)} tensor(s): {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_strictly(load, args: tuple, kwargs: dict, allow_missing_keys: bool = False):
+    """`load(*args, **kwargs)` (a `from_pretrained`) that raises `CheckpointKeysError` on a missing or unexpected
+    tensor unless `allow_missing_keys`; transformers' multi-line load report is shown only when nothing is raised."""
+    want_info = kwargs.pop("output_loading_info", False)
+    held = HoldLoadReport()
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(held)
+    source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+    try:
+        model, info = load(*args, output_loading_info=True, **kwargs)
+    except RuntimeError as err:  # a tensor of another shape: the checkpoint is of another model or damaged
+        report_logger.removeFilter(held)
+        keys = sorted(line.split("|")[0].strip() for r in held.records for line in r.getMessage().splitlines()
+                      if "MISMATCH" in line and "|" in line)
+        if "ignore_mismatched_sizes" not in str(err) or not keys:
+            for record in held.records:
+                report_logger.handle(record)
+            raise
+        raise CheckpointKeysError(
+            f"the checkpoint {source} does not match the model: {len(keys)} tensor(s) of another shape: "
+            f"{', '.join(keys[:8])}{' and more' if len(keys) > 8 else ''}. It is from another model (e.g. other "
+            "classes) or damaged; download or save it again, or pass ignore_mismatched_sizes=True to replace them"
+        ) from None
+    finally:
+        report_logger.removeFilter(held)
+    problem = None if allow_missing_keys else checkpoint_keys_problem(info)
+    for record in held.records if not problem else ():
+        report_logger.handle(record)
+    if problem:
+        raise CheckpointKeysError(
+            f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from another "
+            "model; download or save it again (only a backbone-only checkpoint may pass allow_missing_keys=True)"
+        )
+    return (model, info) if want_info else model
 
 
 def check_model_fields(

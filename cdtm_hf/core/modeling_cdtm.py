@@ -10,7 +10,6 @@ with the checkpoint-key check, kept together because remote code ships this file
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -21,7 +20,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .backbones import BackboneAdapter
-from .configuration_cdtm import CDTMConfig
+from .configuration_cdtm import CDTMConfig, CheckpointKeysError, load_strictly
 
 
 class ClusterCenterAttention(nn.Module):
@@ -131,35 +130,6 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
-class _HoldLoadReport(logging.Filter):
-    """Holds back transformers' LOAD REPORT records (re-emitted by `from_pretrained` unless it raises instead)."""
-
-    def __init__(self):
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "LOAD REPORT" in str(record.msg):
-            self.records.append(record)
-            return False
-        return True
-
-
-class CheckpointKeysError(ValueError):
-    """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
-
-
-def checkpoint_keys_problem(info: dict, shown: int = 8) -> str | None:
-    """'missing ...; unexpected ...' from `from_pretrained`'s loading info, or None when every key matched."""
-    parts = []
-    for kind in ("missing", "unexpected"):
-        keys = sorted(info.get(f"{kind}_keys") or ())
-        if keys:
-            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-            parts.append(f"{kind} {len(keys)} tensor(s): {', '.join(keys[:shown])}{more}")
-    return "; ".join(parts) or None
-
-
 class CDTMPreTrainedModel(PreTrainedModel):
     config_class = CDTMConfig
     config: CDTMConfig
@@ -174,32 +144,10 @@ class CDTMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, allow_missing_keys: bool = False, **kwargs):
-        r"""`PreTrainedModel.from_pretrained`, strict: a missing or unexpected tensor is an error naming the keys.
-
-        A fine-tuned CDTM checkpoint holds every tensor of its model; one that lacks some (a cut or edited
-        `model.safetensors`) would otherwise predict with freshly initialised weights. Pass
-        `allow_missing_keys=True` only where that is intended, e.g. a checkpoint that holds only the backbone.
-        A head replaced for new classes (`ignore_mismatched_sizes=True`) is not a missing key.
+        r"""`PreTrainedModel.from_pretrained`, strict: a missing or unexpected tensor is a `CheckpointKeysError`
+        naming the keys, never a silently random head. `allow_missing_keys=True` is for a backbone-only checkpoint.
         """
-        want_info = kwargs.pop("output_loading_info", False)
-        held = _HoldLoadReport()  # transformers' multi-line load report: shown unless the error below replaces it
-        report_logger = logging.getLogger("transformers.modeling_utils")
-        report_logger.addFilter(held)
-        try:
-            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        finally:
-            report_logger.removeFilter(held)
-        problem = None if allow_missing_keys else checkpoint_keys_problem(info)
-        for record in held.records if not problem else ():
-            report_logger.handle(record)
-        if problem:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            raise CheckpointKeysError(
-                f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from "
-                "another model; download or save it again (only a backbone-only checkpoint may pass "
-                "allow_missing_keys=True)"
-            )
-        return (model, info) if want_info else model
+        return load_strictly(super().from_pretrained, args, kwargs, allow_missing_keys)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the modules CDTM adds (the transfer module and the head).

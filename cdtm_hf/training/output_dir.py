@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LOCK_FILE", "OPTIMIZER_STATE_PATTERNS", "RUN_FILES", "TRAINER_STATE_PATTERNS", "check_disk_space",
-    "check_output_dir", "clear_output_dir", "is_trainer_state", "lock_output_dir", "prune_optimizer_states",
+    "check_output_dir", "clear_output_dir", "drop_incomplete_checkpoints", "is_trainer_state", "lock_output_dir", "prune_optimizer_states",
     "release_output_dir",
     "resume_hint",
 ]
@@ -230,3 +230,13 @@ def release_output_dir(output_dir: str | os.PathLike) -> None:
     if handle is not None:
         (Path(output_dir) / LOCK_FILE).unlink(missing_ok=True)
         handle.close()
+
+
+def drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove the `checkpoint-*` folders a failed save left without `trainer_state.json` (the Trainer writes it last),
+    so that `--resume_from_checkpoint True` continues from the last complete one; return the folders removed."""
+    removed = [p for p in list_checkpoints(output_dir) if not (p / "trainer_state.json").is_file()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.warning("Removed the incomplete checkpoint %s (its save failed)", path)
+    return removed

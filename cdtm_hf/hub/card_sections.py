@@ -114,7 +114,7 @@ def _preset_of(config: Mapping[str, Any], report: Mapping[str, Any]) -> tuple[st
     for name, preset in BACKBONE_PRESETS.items():
         if (preset.library, preset.model_name) == (config.get("backbone_library", "timm"), config.get("backbone")) and (
             preset.pretrained_tag in (None, config.get("backbone_pretrained_tag"))
-        ):
+        ) and not preset.weights_repo:  # a foundation model shares its timm name: only its recorded preset names it
             return name, preset
     return None, None
 
@@ -284,7 +284,8 @@ class CardBackbone:
         # weights from a local file are not the library's Hub weights: no base_model claim for them
         hub_id = None
         if from_pretrained and not pretrained_file:
-            hub_id = backbone_hub_id(library, name, config.get("backbone_pretrained_tag"))
+            hub_id = (preset.weights_repo if preset and preset.weights_repo else
+                      backbone_hub_id(library, name, config.get("backbone_pretrained_tag")))
         family = preset.family if preset else name
         return cls(library, name, preset_name, family, pretraining, from_pretrained, hub_id)
 

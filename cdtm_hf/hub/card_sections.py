@@ -304,6 +304,8 @@ def details_table(config: Mapping[str, Any], backbone: CardBackbone, labels: lis
         ("Head", config.get("head_type", "linear")),
         ("Input", f"{config.get('image_size')} x {config.get('image_size')} RGB"),
         ("Tokens p x width d", f"{config.get('num_tokens')} x {config.get('hidden_size')}"),
+        *([("CDTM token grid", f"{config['cdtm_token_grid']} x {config['cdtm_token_grid']} (the backbone's token grid "
+            "average-pooled before CDTM)")] if config.get("cdtm_token_grid") else []),
         ("Labels", ", ".join(f"`{x}`" for x in labels)),
         ("Problem type", config.get("problem_type") or "single_label_classification"),
     ]

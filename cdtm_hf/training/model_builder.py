@@ -40,6 +40,7 @@ def build_model(
         num_cdtm_blocks=model_args.num_cdtm_blocks, head_type=model_args.head_type,
         mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
+        cdtm_token_grid=model_args.cdtm_token_grid, cdtm_max_parameters=model_args.cdtm_max_parameters,
     )
     # offline without the weights, the core names the backbone and the remedies (BackboneWeightsError)
     return CDTMForImageClassification.from_backbone(config, pretrained=model_args.backbone_pretrained)

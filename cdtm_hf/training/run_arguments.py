@@ -61,6 +61,11 @@ class ModelArguments:
         metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
                   "--model_name_or_path"},
     )
+    # issue 20: CDTM at the token counts of large backbones
+    cdtm_token_grid: int | None = field(
+        default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
+    cdtm_max_parameters: int | None = field(
+        default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
 
     def __post_init__(self):
         if self.model_name_or_path is None:

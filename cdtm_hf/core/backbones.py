@@ -171,8 +171,15 @@ def _transformers_name_ok(name: str) -> bool:
 
 
 def _transformers_config(name: str, kwargs: dict[str, Any]):
-    """A transformers config: `AutoConfig.for_model(model_type, **kwargs)`, or a saved one (folder / Hub id)."""
+    """A transformers config: `AutoConfig.for_model(model_type, **kwargs)`, or a saved one (folder / Hub id).
+
+    `kwargs` holding a `model_type` is a whole config recorded by `BackboneAdapter` (`model_kwargs`): it rebuilds
+    offline, without the folder or the Hub id it was first read from.
+    """
     transformers = _transformers()
+    if "model_type" in kwargs:
+        rest = {k: v for k, v in kwargs.items() if k != "model_type"}
+        return transformers.AutoConfig.for_model(kwargs["model_type"], **rest)
     if name in transformers.CONFIG_MAPPING:
         return transformers.AutoConfig.for_model(name, **kwargs)
     # never runs a repo's own code: a backbone that needs trust_remote_code is not taken
@@ -222,7 +229,13 @@ class BackboneAdapter(nn.Module):
         elif library == "open_clip":
             self._set_open_clip_visual(_open_clip_visual(name, image_size))
         elif library == "transformers":
-            self.model, self._kind = _transformers_model(_transformers_config(name, self.model_kwargs)), "transformers"
+            config = _transformers_config(name, self.model_kwargs)
+            self.model, self._kind = _transformers_model(config), "transformers"
+            if name not in _transformers().CONFIG_MAPPING and "model_type" not in self.model_kwargs:
+                # a folder or Hub id: record the whole config, so that a saved CDTM checkpoint rebuilds without it
+                recorded = {k: v for k, v in config.to_diff_dict().items()
+                            if k not in ("transformers_version", "_name_or_path", "architectures")}
+                self.model_kwargs = {"model_type": config.model_type, **recorded}
         else:
             raise ValueError(f"backbone_library {library!r} is not one of: timm, open_clip, transformers")
         self.num_prefix_tokens = 1 if self._kind == "open_clip_vit" else int(getattr(self.model, "num_prefix_tokens", 0) or 0)
@@ -266,7 +279,17 @@ class BackboneAdapter(nn.Module):
                 self.model.load_state_dict(_open_clip_trunk_state(file))
                 return
         if self.library == "transformers":
-            self._load_transformers(file or repo or self.name)
+            if file is None and repo is None:
+                if self.name in _transformers().CONFIG_MAPPING:
+                    raise BackboneWeightsError(
+                        f"transformers backbone {self.name!r} is a model_type, which names no weights: pass a Hub id "
+                        "or folder as the backbone, a weights file, or start from random weights "
+                        "(--no_backbone_pretrained)")
+                if os.path.isdir(self.name):
+                    self._load_transformers(self.name)
+                    return
+                file = _download_weights(self.name, "transformers")  # a Hub id: gated/offline errors as for presets
+            self._load_transformers(file or repo)
             return
         try:
             if self.library == "timm":

@@ -279,6 +279,8 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         if config.hidden_size is not None and config.hidden_size != d:
             raise ValueError(f"backbone {config.backbone!r} gives tokens of width {d}, config says {config.hidden_size}")
         config.num_tokens, config.hidden_size, config.num_prefix_tokens = p_cdtm, d, k
+        if config.backbone_library == "transformers":  # the whole backbone config when read from a folder/Hub id
+            config.backbone_kwargs = dict(self.backbone.model_kwargs)
         check_cdtm_size(config)
         if config.data_config is None:
             config.data_config = self.backbone.data_config()

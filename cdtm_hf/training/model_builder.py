@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..core.configuration_cdtm import CDTMConfig
 from ..core.modeling_cdtm import CDTMForImageClassification
-from .run_arguments import ModelArguments
+from .run_arguments import ModelArguments, _json_object
 
 __all__ = ["build_model"]
 
@@ -41,6 +41,7 @@ def build_model(
         mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
         cdtm_token_grid=model_args.cdtm_token_grid, cdtm_max_parameters=model_args.cdtm_max_parameters,
+        backbone_kwargs=_json_object(model_args.backbone_kwargs),
     )
     # offline without the weights, the core names the backbone and the remedies (BackboneWeightsError)
     return CDTMForImageClassification.from_backbone(config, pretrained=model_args.backbone_pretrained)

@@ -28,6 +28,19 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise FieldError(field, message)
 
 
+def _json_object(text: str | dict | None) -> dict | None:
+    """`backbone_kwargs` as a dict ({} when not given), or None when it is not a JSON object."""
+    import json
+
+    if text is None or isinstance(text, dict):
+        return dict(text or {})
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 @dataclass
 class ModelArguments:
     """What model a run builds, or which saved CDTM checkpoint it continues from.
@@ -66,6 +79,9 @@ class ModelArguments:
         default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
     cdtm_max_parameters: int | None = field(
         default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
+    backbone_kwargs: str | None = field(
+        default=None, metadata={"help": "JSON object of extra backbone factory arguments, e.g. '{\"depth\": 1}' "
+                                "(timm) or a transformers config's fields with --backbone_library transformers"})
 
     def __post_init__(self):
         if self.model_name_or_path is None:
@@ -79,6 +95,10 @@ class ModelArguments:
         if self.model_name_or_path is None:
             problem = backbone_problem(self.backbone, self.backbone_library)
             _require(problem is None, "backbone", str(problem))
+        _require(self.cdtm_token_grid is None or self.cdtm_token_grid >= 1, "cdtm_token_grid",
+                 f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
+        _require(_json_object(self.backbone_kwargs) is not None, "backbone_kwargs",
+                 f"backbone_kwargs must be a JSON object, e.g. '{{\"depth\": 1}}', got {self.backbone_kwargs!r}")
 
 
 @dataclass

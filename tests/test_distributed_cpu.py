@@ -62,6 +62,7 @@ def test_two_cpu_processes_run_sft_with_the_fsdp_config(tmp_path):
     # chosen for GPU/XPU/NPU/... process groups (accelerate.state, AcceleratorState._prepare_backend)
     assert states == [{"type": "DistributedType.MULTI_CPU", "world": 2}] * 2
 
+    config.write_text(FSDP_CPU.format(port=_free_port()))  # a fresh port for the second launch
     data = write_imagefolder(tmp_path / "data")
     out = tmp_path / "out"
     run = _launch(config, str(REPO / "examples" / "run_sft.py"), "--backbone", "test_vit", "--no_backbone_pretrained",

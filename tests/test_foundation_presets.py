@@ -142,3 +142,20 @@ def test_saved_preset_model_reloads_without_the_preset(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(pixel_values=x).logits, again(pixel_values=x).logits)
     assert type(again.backbone.model.blocks[0].mlp).__name__ == "GluMlp"  # what timm builds for SwiGLUPacked
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_every_preset_asks_for_its_own_repo(name):
+    """Each preset's weights come from one Hub repo: the first thing load_pretrained asks the Hub client for."""
+    with torch.device("meta"):
+        model = CDTMForImageClassification(CDTMConfig(backbone=name, num_labels=2))
+    asked = []
+
+    def gated(repo_id, filename, **kwargs):
+        asked.append(repo_id)
+        raise _gated()
+
+    with mock.patch.object(huggingface_hub, "hf_hub_download", gated):
+        with pytest.raises(GatedWeightsError, match=f"https://huggingface.co/{FOUNDATION_PRESETS[name].weights_repo}"):
+            model.load_backbone_weights()
+    assert asked == [FOUNDATION_PRESETS[name].weights_repo]

@@ -254,6 +254,15 @@ def _write_run_args(
     (output_dir / "run_args.json").write_text(json.dumps(record, indent=2, default=str))
 
 
+def _stage2_method(args: CDTMTrainingArguments, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """issue 20: how SFT's stage 2 trained the backbone, for the report and the card's hyperparameters."""
+    lora = next((s for s in stages if s.get("method") == "lora"), None)
+    if lora is None:
+        return {"stage2_method": "full"} if args.finetune_mode == "sft" else {}
+    return {"stage2_method": f"lora (r={args.lora_r}, alpha={args.lora_alpha:g}, dropout={args.lora_dropout:g}; "
+                             f"{100 * lora['trainable_share']:.2f} % of the parameters trained, adapters merged)"}
+
+
 def _training_summary(
     trainer: CDTMTrainer, args: CDTMTrainingArguments, model: CDTMForImageClassification
 ) -> dict[str, Any]:
@@ -269,6 +278,7 @@ def _training_summary(
         "metric_for_best_model": args.metric_for_best_model,
         "augment": args.augment,
         **knob_summary(args, model.config.backbone_kwargs),  # issue 18: timm's fine-tuning knobs (None = off)
+        **_stage2_method(args, trainer.stage_records),
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
         **batch_facts(args), "framework_versions": framework_versions(),  # issue 18

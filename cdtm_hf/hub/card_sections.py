@@ -115,7 +115,7 @@ def _preset_of(config: Mapping[str, Any], report: Mapping[str, Any]) -> tuple[st
     for name, preset in BACKBONE_PRESETS.items():
         if (preset.library, preset.model_name) == (config.get("backbone_library", "timm"), config.get("backbone")) and (
             preset.pretrained_tag in (None, config.get("backbone_pretrained_tag"))
-        ):
+        ) and not preset.weights_repo:  # a foundation model shares its timm name: only its recorded preset names it
             return name, preset
     return None, None
 
@@ -297,7 +297,8 @@ class CardBackbone:
         # weights from a local file are not the library's Hub weights: no base_model claim for them
         hub_id = None
         if from_pretrained and not pretrained_file:
-            hub_id = backbone_hub_id(library, name, config.get("backbone_pretrained_tag"))
+            hub_id = (preset.weights_repo if preset and preset.weights_repo else
+                      backbone_hub_id(library, name, config.get("backbone_pretrained_tag")))
         family = preset.family if preset else name
         return cls(library, name, preset_name, family, pretraining, from_pretrained, hub_id)
 
@@ -316,6 +317,8 @@ def details_table(config: Mapping[str, Any], backbone: CardBackbone, labels: lis
         ("Head", config.get("head_type", "linear")),
         ("Input", f"{config.get('image_size')} x {config.get('image_size')} RGB"),
         ("Tokens p x width d", f"{config.get('num_tokens')} x {config.get('hidden_size')}"),
+        *([("CDTM token grid", f"{config['cdtm_token_grid']} x {config['cdtm_token_grid']} (the backbone's token grid "
+            "average-pooled before CDTM)")] if config.get("cdtm_token_grid") else []),
         ("Labels", ", ".join(f"`{x}`" for x in labels)),
         ("Problem type", config.get("problem_type") or "single_label_classification"),
     ]

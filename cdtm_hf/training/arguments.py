@@ -59,6 +59,22 @@ def accept_bool_spellings(parser) -> None:
             return _type(key if key == "auto" else text)
 
         action.type = typed
+def _check_lora_fields(args: Any) -> None:
+    """The issue-20 fields: stage2_method and the LoRA hyperparameters."""
+    _require(args.stage2_method in ("full", "lora"), "stage2_method",
+             f"stage2_method {args.stage2_method!r} is not one of: full, lora")
+    if args.stage2_method != "lora":
+        return
+    _require(args.finetune_mode == "sft", "stage2_method",
+             f"stage2_method lora adapts SFT's stage 2; finetune_mode={args.finetune_mode!r} has no stage 2 (use "
+             "--finetune_mode sft, or --stage2_method full)")
+    _require(args.lora_r >= 1, "lora_r", f"lora_r must be >= 1, got {args.lora_r}")
+    _require(args.lora_alpha > 0, "lora_alpha", f"lora_alpha must be > 0, got {args.lora_alpha}")
+    _require(0 <= args.lora_dropout < 1, "lora_dropout", f"lora_dropout must be in [0, 1), got {args.lora_dropout}")
+    import importlib.util
+
+    _require(importlib.util.find_spec("peft") is not None, "stage2_method",
+             "stage2_method lora needs peft: pip install 'cdtm_hf[lora]' (or pip install peft)")
 
 
 @dataclass
@@ -153,6 +169,16 @@ class CDTMTrainingArguments(TrainingArguments):
     vflip: float | None = field(default=None, metadata={"help": "vertical-flip probability (histology: 0.5)"})
     color_jitter: float | None = field(default=None, metadata={"help": "colour-jitter strength (timm default 0.4)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (model and inputs)"})
+    # issue 20: a parameter-efficient SFT stage 2 (cdtm_hf.training.lora)
+    stage2_method: Literal["full", "lora"] = field(
+        default="full", metadata={"help": "SFT stage 2: full (every backbone weight trains) or lora (LoRA adapters on "
+                                  "the backbone's linear layers through peft; CDTM and the head train fully)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank of stage 2 (--stage2_method lora)"})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA scaling alpha (the update is alpha / r * BA)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "comma-separated leaf names of the backbone's Linear layers to adapt; "
+                                "default per family: timm qkv,proj,fc1,fc2; transformers query,key,value,dense"})
 
     def __post_init__(self):
         """Refuse a run that would fail, train nothing or diverge by construction, naming the field and the remedy;
@@ -194,6 +220,7 @@ class CDTMTrainingArguments(TrainingArguments):
                  "stage2_from_best needs load_best_model_at_end=True (stage 1's best weights seed stage 2); pass "
                  "--stage2_from_best False to start stage 2 from stage 1's last weights")
         check_knob_fields(self)
+        _check_lora_fields(self)
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinned memory only speeds up host-to-CUDA copies
         super().__post_init__()

@@ -46,6 +46,7 @@ def build_model(
         mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
         backbone_kwargs=model_backbone_kwargs(model_args),
+        cdtm_token_grid=model_args.cdtm_token_grid, cdtm_max_parameters=model_args.cdtm_max_parameters,
     )
     # offline without the weights, the core names the backbone and the remedies (BackboneWeightsError)
     return CDTMForImageClassification.from_backbone(config, pretrained=model_args.backbone_pretrained)

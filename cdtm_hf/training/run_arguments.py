@@ -75,8 +75,14 @@ class ModelArguments:
     drop_path_rate: float | None = field(
         default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
     backbone_kwargs: dict | str | None = field(
-        default=None, metadata={"help": "extra timm create_model keyword arguments as JSON, e.g. "
-                                "'{\"proj_drop_rate\": 0.1}'"})
+        default=None, metadata={"help": "extra backbone factory arguments as JSON: timm create_model keywords, e.g. "
+                                "'{\"proj_dro
+    # issue 20: CDTM at the token counts of large backbones
+    cdtm_token_grid: int | None = field(
+        default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
+    cdtm_max_parameters: int | None = field(
+        default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
+p_rate\": 0.1}'"})
 
     def hub_kwargs(self) -> dict[str, str | None]:
         """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""
@@ -95,6 +101,8 @@ class ModelArguments:
         if self.model_name_or_path is None:
             problem = backbone_problem(self.backbone, self.backbone_library)
             _require(problem is None, "backbone", str(problem))
+        _require(self.cdtm_token_grid is None or self.cdtm_token_grid >= 1, "cdtm_token_grid",
+                 f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .ema import keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
 from .knobs import mixes_inputs, prepare_knobs
 from .mixup import build_mixup
+from .lora import apply_lora, merge_lora, method_record
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
@@ -47,6 +48,8 @@ __all__ = ["STAGE_RECORD_KEYS", "CDTMTrainer", "StagedTensorBoardCallback"]
 STAGE_RECORD_KEYS = (
     "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
     "best_metric", "best_checkpoint", "layer_decay", "ema",
+    # issue 20: how the backbone trained ("frozen", "full", "lora"), the LoRA rank, what share of the model trained
+    "method", "lora_r", "trainable_parameters", "trainable_share",
 )
 
 
@@ -209,6 +212,8 @@ class CDTMTrainer(Trainer):
         model = self.model
         model.backbone_norm_eval = self._norm_eval(stage, plan, self.args)
         model.freeze_backbone(stage.frozen_backbone)
+        if self._uses_lora(stage):  # issue 20: adapters on the backbone, CDTM and the head fully
+            self._lora_records[stage.index] = apply_lora(model, self.args)
         args = self._stage_args(stage, plan)
         train_ds, eval_ds = self._frozen_inputs() if stage.frozen_backbone else (self.train_dataset, self.eval_dataset)
         runner = CDTMTrainer(model=model, args=args, stage=stage, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -292,6 +297,7 @@ class CDTMTrainer(Trainer):
         if self.args.finetune_mode == "scratch" and checkpoint is None:
             self.model.backbone.reinitialize()
         self.stage_records, self.selected_stage, self._best_checkpoints = [], None, {}
+        self._lora_records: dict[int, dict[str, Any]] = {}
         step_offset = sum(self._record_from_checkpoint(stage, plan) for stage in plan[:start])
         output = None
         try:
@@ -310,6 +316,7 @@ class CDTMTrainer(Trainer):
                     # the weights stage 2 starts from: stage 1's best (load_best_model_at_end), or its last with
                     # stage2_from_best=False
                     runner.save_model(os.path.join(self.args.output_dir, STAGE1_BEST_DIR))
+            merge_lora(self.model)  # the kept model is a plain CDTM checkpoint (issue 20)
             self._select_stage()
         finally:
             if self.tensorboard is not None:
@@ -339,7 +346,15 @@ class CDTMTrainer(Trainer):
             "best_checkpoint": best,
             "layer_decay": None if stage.frozen_backbone else self.args.layer_decay,
             "ema": ema,
+            **self._method_record(stage),
         })
+
+    def _uses_lora(self, stage: Stage) -> bool:
+        return (not stage.frozen_backbone and self.args.finetune_mode == "sft" and stage.index > 1
+                and self.args.stage2_method == "lora")
+
+    def _method_record(self, stage: Stage) -> dict[str, Any]:
+        return method_record(self.model, stage.frozen_backbone, self._lora_records.get(stage.index))
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
         """Record a stage finished before a resume from its last checkpoint; return its optimizer steps."""

@@ -27,7 +27,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LORA_TARGETS", "apply_lora", "lora_target_modules", "merge_lora", "method_record", "trainable_parameters"]
+__all__ = ["LORA_TARGETS", "apply_lora", "lora_target_modules", "merge_lora", "method_record", "trainable_parameters",
+           "uses_lora"]
 
 # The leaf names of the adapted linear layers, per kind of backbone (BackboneAdapter's library).
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
@@ -70,6 +71,13 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters of `model` as it is now (adapters included while they are injected)."""
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+
+def uses_lora(stage: Any, args: Any) -> bool:
+    """Whether `stage` (a `Stage`) trains the backbone through LoRA adapters: SFT's stage 2 with stage2_method lora."""
+    return (not stage.frozen_backbone and args.finetune_mode == "sft" and stage.index > 1
+            and args.stage2_method == "lora")
 
 
 def apply_lora(model: nn.Module, args: Any) -> dict[str, Any]:

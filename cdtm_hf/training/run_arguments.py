@@ -76,13 +76,13 @@ class ModelArguments:
         default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
     backbone_kwargs: dict | str | None = field(
         default=None, metadata={"help": "extra backbone factory arguments as JSON: timm create_model keywords, e.g. "
-                                "'{\"proj_dro
+                                "'{\"proj_drop_rate\": 0.1}', or a transformers config's fields with "
+                                "--backbone_library transformers"})
     # issue 20: CDTM at the token counts of large backbones
     cdtm_token_grid: int | None = field(
         default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
     cdtm_max_parameters: int | None = field(
         default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
-p_rate\": 0.1}'"})
 
     def hub_kwargs(self) -> dict[str, str | None]:
         """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""

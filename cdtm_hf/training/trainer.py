@@ -9,6 +9,8 @@ Modes (Sec. II-B):
              checkpoint at a tenth of the learning rate, and each stage warms up for 5 epochs, then decays.
              The model kept at the end is the best on validation across both stages (stage 1's best included).
 
+The module is one subject, the one Trainer subclass that runs every stage.
+
 `CDTMTrainer.train()` runs each stage with a `CDTMTrainer` of its own: the same class, built with that stage's copy
 of the arguments, its datasets (cached backbone tokens while the backbone is frozen) and a fresh optimizer. Only what
 transformers documents is used: the constructor, `train()`, `state`, `save_model()`, the callbacks and the
@@ -35,7 +37,7 @@ from .ema import keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
 from .knobs import mixes_inputs, prepare_knobs
 from .mixup import build_mixup
-from .lora import apply_lora, merge_lora, method_record
+from .lora import apply_lora, merge_lora, method_record, uses_lora
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
 from .weights import load_saved_weights
@@ -212,7 +214,7 @@ class CDTMTrainer(Trainer):
         model = self.model
         model.backbone_norm_eval = self._norm_eval(stage, plan, self.args)
         model.freeze_backbone(stage.frozen_backbone)
-        if self._uses_lora(stage):  # issue 20: adapters on the backbone, CDTM and the head fully
+        if uses_lora(stage, self.args):  # issue 20: adapters on the backbone, CDTM and the head fully
             self._lora_records[stage.index] = apply_lora(model, self.args)
         args = self._stage_args(stage, plan)
         train_ds, eval_ds = self._frozen_inputs() if stage.frozen_backbone else (self.train_dataset, self.eval_dataset)
@@ -346,15 +348,8 @@ class CDTMTrainer(Trainer):
             "best_checkpoint": best,
             "layer_decay": None if stage.frozen_backbone else self.args.layer_decay,
             "ema": ema,
-            **self._method_record(stage),
+            **method_record(self.model, stage.frozen_backbone, self._lora_records.get(stage.index)),
         })
-
-    def _uses_lora(self, stage: Stage) -> bool:
-        return (not stage.frozen_backbone and self.args.finetune_mode == "sft" and stage.index > 1
-                and self.args.stage2_method == "lora")
-
-    def _method_record(self, stage: Stage) -> dict[str, Any]:
-        return method_record(self.model, stage.frozen_backbone, self._lora_records.get(stage.index))
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
         """Record a stage finished before a resume from its last checkpoint; return its optimizer steps."""

@@ -29,7 +29,7 @@ LAYERS = {
 }
 # package plumbing: `_lazy` (lazy exports) may be imported by every layer; `_compat` (the 0.2 import paths) reaches
 # every layer by name, and only `__init__` files, `_lazy` and a module's `__getattr__` (names it lost) import it
-PLUMBING = {"_lazy", "_compat"}
+PLUMBING = {"_lazy", "_compat", "logging"}  # logging: the package logger and progress bars (issue 18)
 
 
 def _module_name(path: Path) -> str:

@@ -173,6 +173,12 @@ def load_splits(
             dataset, data_dir=data_dir, config=dataset_config, split_strategy=split_strategy, seed=seed,
             cache_dir=cache_dir, skip_corrupt=skip_corrupt, verify_images=verify_images,
         )
+    return _checked_subsets(ds, manifest, seed, max_train_samples, max_eval_samples)
+
+
+def _checked_subsets(ds: datasets.DatasetDict, manifest: dict, seed: int, max_train_samples: int | None,
+                     max_eval_samples: int | None) -> tuple[datasets.DatasetDict, dict]:
+    """The checks every source shares (three splits, every class in each), then the debugging subsets."""
     missing = [s for s in SPLIT_NAMES if s not in ds]
     if missing:
         raise DatasetLayoutError(f"the dataset has no {', '.join(missing)} split(s); it has: {', '.join(ds)}")

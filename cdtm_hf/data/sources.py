@@ -25,6 +25,7 @@ import io
 import logging
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,9 @@ import numpy as np
 from datasets.data_files import SPLIT_KEYWORDS
 
 from .errors import CorruptImageError, DatasetLayoutError
-from .files import ImageRecord
 from .manifest import MANIFEST_FILENAME, make_manifest
 from .splits import SPLIT_NAMES, InsufficientSamplesError, stratified_split
-from .verify import MAX_LISTED, verify_image, verify_records
+from .verify import MAX_LISTED, verify_image
 
 logger = logging.getLogger(__name__)
 
@@ -217,18 +217,11 @@ def _verify(splits: dict, mode: str, skip_corrupt: bool, name: str) -> tuple[dic
     skipped: list[dict] = []
     for split, ds in list(splits.items()):
         raw = ds.cast_column("image", datasets.Image(decode=False))["image"]
-        on_disk = [v for v in raw if not v.get("bytes")]
-        if len(on_disk) == len(raw) and raw:  # paths only: the threaded check of the builders
-            records = [ImageRecord(path=v["path"], relpath=v["path"], label=0, group="") for v in raw]
-            keep, bad = verify_records(records, mode, skip_corrupt=True)
-            bad_at = {b["path"] for b in bad}
-            problems = [(i, v["path"], b["reason"]) for b in bad for i, v in enumerate(raw) if v["path"] == b["path"]]
-            good = [i for i, v in enumerate(raw) if v["path"] not in bad_at]
-        else:
-            problems, good = [], []
-            for i, value in enumerate(progress_bar(raw, desc=f"Verifying {split} images", unit="img")):
-                reason = _image_problem(value, mode)
-                (good.append(i) if reason is None else problems.append((i, value.get("path") or f"row {i}", reason)))
+        with progress_bar(total=len(raw), desc=f"Verifying {split} images ({mode})", unit="img") as bar:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
+                reasons = [bar.update() or r for r in pool.map(lambda v: _image_problem(v, mode), raw)]
+        problems = [(i, raw[i].get("path") or f"row {i}", r) for i, r in enumerate(reasons) if r is not None]
+        good = [i for i, r in enumerate(reasons) if r is None]
         if not problems:
             continue
         listed = "; ".join(f"{split} {where} ({why})" for _, where, why in problems[:MAX_LISTED])

@@ -99,11 +99,10 @@ def progress_bars_enabled() -> bool:
 def progress_bars(enabled: bool) -> Iterator[None]:
     """Within the block, cdtm_hf's and ``datasets``' progress bars are shown only if `enabled` (and were before)."""
     global _bars_enabled
-    import datasets
-
-    before, datasets_before = _bars_enabled, datasets.is_progress_bar_enabled()
+    datasets = sys.modules.get("datasets")  # toggled only where it is in use (a command line may never import it)
+    before, datasets_before = _bars_enabled, datasets is not None and datasets.is_progress_bar_enabled()
     _bars_enabled = before and enabled
-    if not enabled:
+    if not enabled and datasets is not None:
         datasets.disable_progress_bars()
     try:
         yield

@@ -67,8 +67,8 @@ def main() -> None:
         classify = pipeline("image-classification", model=model, image_processor=processor,
                             pipeline_class=CDTMImageClassificationPipeline, device=device)
         paths = [str(p) for p in images]
-        batches = [torch.stack([processor.val_transforms(Image.open(p).convert("RGB")) for p in paths[i:i + args.batch_size]])
-                   for i in range(0, len(paths), args.batch_size)]
+        decoded = [processor.val_transforms(Image.open(p).convert("RGB")) for p in paths]
+        batches = [torch.stack(decoded[i : i + args.batch_size]) for i in range(0, len(paths), args.batch_size)]
 
         def forward():
             with torch.no_grad():

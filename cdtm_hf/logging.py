@@ -1,8 +1,9 @@
 """cdtm_hf's logger and progress bars follow transformers', as the HF libraries' own do.
 
-* The ``cdtm_hf`` logger's level is transformers' verbosity unless set here, so in a notebook
-  ``transformers.logging.set_verbosity_info()`` surfaces the stage, BatchNorm and feature-cache messages. Where no
-  handler would print them (no handler on the root logger, as in a notebook), the package prints them itself, to
+* The ``cdtm_hf`` logger's level is transformers' verbosity (or the root logger's, if lower) unless set here, so in
+  a notebook ``transformers.logging.set_verbosity_info()`` surfaces the stage, BatchNorm and feature-cache
+  messages.
+  Where no handler would print them (no handler on the root logger, as in a notebook), the package prints them itself, to
   stderr; a command line's or pytest's root handler prints them otherwise, never both.
 * [`progress_bar`] is tqdm (``tqdm.auto``), hidden when transformers' bars are disabled
   (``transformers.logging.disable_progress_bar()``) or inside [`progress_bars(False)`] (a run with
@@ -36,16 +37,19 @@ def _transformers_verbosity() -> int:
 
 
 class _PackageLogger(logging.Logger):
-    """The ``cdtm_hf`` logger: `level` is its own when set (`setLevel`), else transformers' verbosity.
+    """The ``cdtm_hf`` logger: `level` is its own when set (`setLevel`), else the more verbose of transformers'
+    verbosity and the root logger's level (so ``logging.basicConfig(level=logging.INFO)`` shows them as before).
 
-    transformers' `set_verbosity` calls `Logger.setLevel`, which clears every logger's cached level, so the package's
-    loggers see the change at once."""
+    transformers' `set_verbosity` and `basicConfig` call `Logger.setLevel`, which clears every logger's cached level,
+    so the package's loggers see the change at once."""
 
     _own_level: int | None = None
 
     @property
     def level(self) -> int:  # type: ignore[override]
-        return self._own_level if self._own_level else _transformers_verbosity()
+        if self._own_level:
+            return self._own_level
+        return min(_transformers_verbosity(), logging.getLogger().getEffectiveLevel())
 
     @level.setter
     def level(self, value: int) -> None:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -53,7 +52,7 @@ def test_verification_bar_shows_and_honours_disable_tqdm(tmp_path, capsys):
     data = write_imagefolder(tmp_path / "data", per_class=(3, 1, 1))
     records = [ImageRecord(path=str(p), relpath=p.name, label=0, group=str(p)) for p in data.rglob("*.png")]
     verify_records(records, "fast", skip_corrupt=False)
-    assert f"Verifying images (fast): 100%|" in capsys.readouterr().err and len(records) == 10
+    assert "Verifying images (fast): 100%|" in capsys.readouterr().err and len(records) == 10
     with progress_bars(False):  # what a run with --disable_tqdm does
         verify_records(records, "fast", skip_corrupt=False)
     assert "Verifying" not in capsys.readouterr().err

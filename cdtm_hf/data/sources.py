@@ -106,10 +106,10 @@ def load_source(kind: str, *, dataset_name: str | None = None, dataset_config_na
     except (FileNotFoundError, ConnectionError, ValueError) as err:
         offline = " (HF_HUB_OFFLINE is set: only local folders and the datasets cache can be read)" if (
             os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "")) else ""
+        config = f" --dataset_config_name {dataset_config_name}" if dataset_config_name else ""
         raise DatasetLayoutError(
-            f"--dataset_name {dataset_name!r}{f' --dataset_config_name {dataset_config_name}' if dataset_config_name else ''}"
-            f" could not be loaded{offline}: {err}. Pass a Hub dataset id (org/name), a local dataset repository "
-            "folder, or a folder written by save_to_disk"
+            f"--dataset_name {dataset_name!r}{config} could not be loaded{offline}: {err}. Pass a Hub dataset id "
+            "(org/name), a local dataset repository folder, or a folder written by save_to_disk"
         ) from err
 
 
@@ -345,5 +345,5 @@ def load_checked_source(kind: str, *, dataset: Any = None, dataset_name: str | N
         dataset = load_source(kind, dataset_name=dataset_name, dataset_config_name=dataset_config_name,
                               data_dir=data_dir, cache_dir=cache_dir)
     local = data_dir if kind == "imagefolder_metadata" else (dataset_name if kind == "disk" else None)
-    return check_dataset(dataset, kind=kind, name=checks.pop("name", None) or _display_name(kind, dataset_name, data_dir),
-                         config=dataset_config_name, data_dir=local, **checks)
+    name = checks.pop("name", None) or _display_name(kind, dataset_name, data_dir)
+    return check_dataset(dataset, kind=kind, name=name, config=dataset_config_name, data_dir=local, **checks)

@@ -2,9 +2,8 @@
 
 * The ``cdtm_hf`` logger's level is transformers' verbosity (or the root logger's, if lower) unless set here, so in
   a notebook ``transformers.logging.set_verbosity_info()`` surfaces the stage, BatchNorm and feature-cache
-  messages.
-  Where no handler would print them (no handler on the root logger, as in a notebook), the package prints them itself, to
-  stderr; a command line's or pytest's root handler prints them otherwise, never both.
+  messages. Where no handler would print them (no handler on the root logger, as in a notebook), the package prints
+  them itself, to stderr; a command line's or pytest's root handler prints them otherwise, never both.
 * [`progress_bar`] is tqdm (``tqdm.auto``), hidden when transformers' bars are disabled
   (``transformers.logging.disable_progress_bar()``) or inside [`progress_bars(False)`] (a run with
   ``--disable_tqdm``), which hides ``datasets``' bars too.

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import write_imagefolder
 from tests.test_run_sft import REPO, TINY, run_sft
 
-RUN = ["--stage1_epochs", "1", "--stage2_epochs", "1", "--warmup_epochs", "0", "--per_device_train_batch_size", "8"]
+RUN = ["--finetune_mode", "lp", "--num_train_epochs", "1", "--warmup_epochs", "0", "--per_device_train_batch_size", "8"]
 
 
 def _python(code: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -25,7 +25,8 @@ def _python(code: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
 
 def test_a_tiny_run_logs_each_line_once_and_briefly(tmp_path):
     """The run a user types, with --disable_tqdm True: datasets' INFO lines neither doubled nor shown (a local
-    folder is not "downloaded"), no progress bar of cdtm_hf or datasets, and under 90 lines in all (144 before)."""
+    folder is not "downloaded"), no progress bar of cdtm_hf or datasets, and under 60 lines in all (a one-epoch LP
+    run; an SFT run of two epochs logged 144 lines before, 76 now)."""
     data = write_imagefolder(tmp_path / "data")
     argv = [*TINY, *RUN, "--data_dir", str(data), "--output_dir", str(tmp_path / "out"),
             "--cache_dir", str(tmp_path / "hf_cache")]
@@ -37,11 +38,11 @@ def test_a_tiny_run_logs_each_line_once_and_briefly(tmp_path):
     text = "\n".join(lines)
     assert "Downloading and preparing dataset" not in text and "datasets.builder" not in text
     assert "Generating train split" not in text and "Verifying images" not in text and "Caching frozen" not in text
-    assert "test: accuracy" in text and "SFT: stage 1/2" in text  # the package's own stage lines stay
+    assert "test: accuracy" in text and "LP: stage 1/1" in text  # the package's own stage lines stay
     repeated = [line for line, n in Counter(line.split(" - ")[-1] for line in lines).items() if n > 1
                 and "datasets" in line]
     assert not repeated, repeated
-    assert len(lines) < 90, f"{len(lines)} lines:\n{text}"
+    assert len(lines) < 60, f"{len(lines)} lines:\n{text}"
 
 
 def test_verification_bar_shows_and_honours_disable_tqdm(tmp_path, capsys):

@@ -182,3 +182,19 @@ def test_column_names_are_refused_for_sources_with_their_own_columns(tmp_path):
 def test_missing_column_names_the_columns(hub_repo):
     with pytest.raises(DatasetLayoutError, match=r"'img' is not a column.*scan, diagnosis, site"):
         load_run_data(_data_args(["--dataset_name", str(hub_repo), "--image_column_name", "img"]))
+
+
+def test_unreadable_embedded_image_is_named_by_its_row():
+    """Images stored in the Arrow file (bytes, no path) are verified too."""
+    from cdtm_hf.data.sources import check_dataset
+
+    images, labels = _images(4)
+    split = datasets.Dataset.from_dict({"image": images, "label": labels}).cast_column("image", datasets.Image())
+    rows = split.cast_column("image", datasets.Image(decode=False)).to_list()
+    rows[2]["image"] = {"bytes": rows[2]["image"]["bytes"][:40], "path": None}
+    broken = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image(decode=False))
+    with pytest.raises(CorruptImageError, match=r"train row 2 \("):
+        check_dataset(broken)
+    ds, manifest = check_dataset(broken, skip_corrupt=True, validation_fraction=0.2, test_fraction=0.2)
+    assert manifest["skipped"] == [{"path": "row 2", "split": "train", "reason": manifest["skipped"][0]["reason"]}]
+    assert sum(manifest["num_images"].values()) == 7

@@ -198,3 +198,10 @@ def test_unreadable_embedded_image_is_named_by_its_row():
     ds, manifest = check_dataset(broken, skip_corrupt=True, validation_fraction=0.2, test_fraction=0.2)
     assert manifest["skipped"] == [{"path": "row 2", "split": "train", "reason": manifest["skipped"][0]["reason"]}]
     assert sum(manifest["num_images"].values()) == 7
+
+
+def test_hub_id_that_cannot_be_reached_offline_says_why(monkeypatch):
+    """Offline, a Hub id that is not in the cache fails with the flag, the reason and the remedy (no network)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetLayoutError, match=r"--dataset_name 'org/not-cached-here'.*HF_HUB_OFFLINE.*save_to_disk"):
+        load_run_data(_data_args(["--dataset_name", "org/not-cached-here"]))

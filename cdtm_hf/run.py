@@ -20,12 +20,14 @@ from transformers import set_seed
 from .core.image_processing_cdtm import CDTMImageProcessor
 from .core.modeling_cdtm import CDTMForImageClassification
 from .data.loading import load_splits
+from .data.registry import DATASETDICT
 from .data.manifest import manifest_summary, write_manifest
 from .data.transforms import attach_transforms
 from .evaluation.efficiency import efficiency_summary
 from .evaluation.metrics import compute_metrics, evaluation_report, write_results
 from .hub.cards import write_model_card
 from .hub.push import check_push_ready, push_checkpoint
+from .logging import progress_bars
 from .paper.recipes import paper_reference_for
 from .training.arguments import CDTMTrainingArguments
 from .training.environment import batch_facts, check_launch, framework_versions
@@ -88,14 +90,17 @@ def preflight(
     return model_args, resume
 
 
-def load_run_data(data_args: DataArguments):
-    """The run's train/validation/test `DatasetDict` and its split manifest (`cdtm_hf.data.load_splits`)."""
+def load_run_data(data_args: DataArguments, dataset=None):
+    """The run's train/validation/test `DatasetDict` and its split manifest (`cdtm_hf.data.load_splits`); `dataset`:
+    the splits given from Python, checked the same way."""
     return load_splits(
         data_args.dataset, data_args.data_dir, dataset_config=data_args.dataset_config,
         split_strategy=data_args.split_strategy, seed=data_args.split_seed,
         validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
         cache_dir=data_args.cache_dir, verify_images=data_args.verify_images, skip_corrupt=data_args.skip_corrupt,
-        max_train_samples=data_args.max_train_samples,
+        max_train_samples=data_args.max_train_samples, dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name, image_column_name=data_args.image_column_name,
+        label_column_name=data_args.label_column_name, max_eval_samples=data_args.max_eval_samples, given=dataset,
     )
 
 
@@ -116,9 +121,10 @@ def method_name(model: CDTMForImageClassification, finetune_mode: str | None) ->
 # ----------------------------------------------------------------------------------------------------------------
 def run_finetuning(
     model_args: ModelArguments,
-    data_args: DataArguments,
+    data_args: DataArguments | None,
     training_args: CDTMTrainingArguments,
     run_args: RunArguments | None = None,
+    dataset=None,
 ) -> dict[str, Any]:
     """Train (all stages of `finetune_mode`), keep the best model on validation, test it, write the results.
 
@@ -132,11 +138,16 @@ def run_finetuning(
         data_args (`DataArguments`): the data and its split.
         training_args (`CDTMTrainingArguments`): the fine-tuning mode and its hyperparameters.
         run_args (`RunArguments`, *optional*): `overwrite_output_dir`, `keep_checkpoints`.
+        dataset (`datasets.DatasetDict` or `Dataset`, *optional*): the splits themselves, checked, recorded and
+            carded like any source (missing validation/test splits carved out of train); `data_args` may then be
+            None (or `DataArguments(dataset="datasetdict", image_column_name=..., ...)`).
     """
     run_args = run_args or RunArguments()
+    data_args = data_args or DataArguments(dataset=DATASETDICT)
     model_args, resume = preflight(model_args, data_args, training_args, run_args)
     set_seed(training_args.seed)
-    ds, manifest = load_run_data(data_args)
+    with progress_bars(not training_args.disable_tqdm):
+        ds, manifest = load_run_data(data_args, dataset)
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
     check_disk_space(training_args.output_dir, model, training_args.save_total_limit or 1)
@@ -178,7 +189,8 @@ def run_evaluation(
     model_args, _ = preflight(model_args, data_args, training_args, run_args, train=False)
     # strict, before the data
     model = CDTMForImageClassification.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
-    ds, manifest = load_run_data(data_args)
+    with progress_bars(not training_args.disable_tqdm):
+        ds, manifest = load_run_data(data_args)
     names = manifest["class_names"]
     saved = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if saved != names:
@@ -216,7 +228,8 @@ def _test_and_record(
     split = {"strategy": manifest["split_strategy"], "grouping": manifest["grouping"],
              "description": manifest["description"], "manifest": manifest_summary(manifest)}
     report.update(
-        dataset=data_args.dataset, dataset_config=data_args.dataset_config, split_strategy=split["strategy"],
+        dataset=(manifest.get("source") or {}).get("name") or data_args.dataset,
+        dataset_config=data_args.dataset_config or data_args.dataset_config_name, split_strategy=split["strategy"],
         split=split, seed=args.seed, backbone=model.config.backbone, backbone_preset=model.config.backbone_preset,
         finetune_mode=finetune_mode, use_cdtm=model.config.use_cdtm, cdtm_variant=model.config.cdtm_variant,
         training=training, efficiency=efficiency_summary(model),

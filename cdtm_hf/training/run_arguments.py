@@ -131,12 +131,29 @@ class DataArguments:
         default=False, metadata={"help": "drop unreadable images (each is named in the log and split_manifest.json)"}
     )
     explain: bool = field(default=False, metadata={"help": "write CCA explanation PNGs for the test set"})
+    # issue 18: the data sources of transformers' run_image_classification.py (cdtm_hf.data.sources)
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "a Hub dataset id (org/name), a local dataset repository folder, or a folder "
+                                "written by save_to_disk (instead of --dataset/--data_dir)"},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "the config of --dataset_name"})
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "column of images of a --dataset_name / metadata.csv source (default: image)"}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "column of class labels of a --dataset_name / metadata.csv source "
+                                "(default: label)"},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "a stratified, seeded subset of validation (debugging); keeps every class"}
+    )
 
     def __post_init__(self):
-        problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy)
+        problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy,
+                                      dataset_name=self.dataset_name, dataset_config_name=self.dataset_config_name)
         if problem:
             raise FieldError(*problem)
-        _require(self.dataset != IMAGEFOLDER or bool(self.data_dir), "data_dir",
+        _require(self.dataset != IMAGEFOLDER or bool(self.data_dir or self.dataset_name), "data_dir",
                  "dataset imagefolder needs data_dir: pass --data_dir <folder> holding <class>/ folders of images, "
                  "optionally under train/, validation/ and test/")
         for name in ("validation_fraction", "test_fraction"):
@@ -150,6 +167,10 @@ class DataArguments:
         _require(
             self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples",
             f"max_train_samples must be >= 1 (or left out for all of train), got {self.max_train_samples}",
+        )
+        _require(
+            self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples",
+            f"max_eval_samples must be >= 1 (or left out for all of validation), got {self.max_eval_samples}",
         )
         _require(self.verify_images in VERIFY_MODES, "verify_images",
                  f"verify_images {self.verify_images!r} is not one of: {', '.join(VERIFY_MODES)}")

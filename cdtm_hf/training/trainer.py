@@ -285,7 +285,7 @@ class CDTMTrainer(Trainer):
                 self.model, dataset, cache_dir, batch_size=self.args.per_device_eval_batch_size,
                 collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                 device=self.args.device, desc=f"Caching frozen backbone features ({split})",
-                dtype=self.args.feature_cache_dtype,
+                dtype=self.args.feature_cache_dtype, disable_tqdm=self.args.disable_tqdm,
             )
 
     # ---- the stages, their records and the final selection -----------------------------------------------------

@@ -66,7 +66,7 @@ def test_hub_dataset_run_end_to_end(hub_repo, tmp_path):
     records the source and the carved validation split, the card names the data set."""
     out = tmp_path / "out"
     run_sft.main([*TINY, *STAGES, "--dataset_name", str(hub_repo), "--image_column_name", "scan",
-                  "--label_column_name", "diagnosis", "--output_dir", str(out)])
+                  "--label_column_name", "diagnosis", "--output_dir", str(out), "--cache_dir", str(tmp_path / "c")])
     results = json.loads((out / "test_results.json").read_text())
     assert results["dataset"] == "org_skin" and results["split"]["manifest"]["class_names"] == list(CLASSES)
     manifest = json.loads((out / "split_manifest.json").read_text())
@@ -88,7 +88,8 @@ def test_hub_dataset_config_and_max_eval_samples(tmp_path):
     (repo / "README.md").write_text("---\nconfigs:\n- config_name: small\n  data_files: small/*.parquet\n"
                                     "- config_name: large\n  data_files: large/*.parquet\n---\n")
     args = _data_args(["--dataset_name", str(repo), "--dataset_config_name", "large", "--image_column_name", "scan",
-                       "--label_column_name", "diagnosis", "--max_eval_samples", "2"])
+                       "--label_column_name", "diagnosis", "--max_eval_samples", "2",
+                       "--cache_dir", str(tmp_path / "c")])
     ds, manifest = load_run_data(args)
     assert manifest["num_images"] == {"train": 8, "validation": 2, "test": 2}  # 12 = 8 + 2 + 2, both carved
     assert manifest["source"]["config"] == "large" and manifest["carved_splits"] == ["validation", "test"]
@@ -124,7 +125,8 @@ def _metadata_imagefolder(root, corrupt: bool = False):
 
 def test_imagefolder_with_metadata_csv_labels(tmp_path):
     folder = _metadata_imagefolder(tmp_path / "meta")
-    ds, manifest = load_run_data(_data_args(["--data_dir", str(folder), "--label_column_name", "diagnosis"]))
+    ds, manifest = load_run_data(_data_args(["--data_dir", str(folder), "--label_column_name", "diagnosis",
+                                             "--cache_dir", str(tmp_path / "c")]))
     assert manifest["source"]["kind"] == "imagefolder_metadata" and manifest["class_names"] == list(CLASSES)
     assert sum(manifest["num_images"].values()) == 10 and manifest["carved_splits"] == ["validation", "test"]
     assert "data_dir" not in json.dumps({k: v for k, v in manifest.items() if k == "source"})
@@ -132,7 +134,7 @@ def test_imagefolder_with_metadata_csv_labels(tmp_path):
 
 def test_unreadable_image_is_named_before_anything_trains(tmp_path):
     folder = _metadata_imagefolder(tmp_path / "meta", corrupt=True)
-    args = ["--data_dir", str(folder), "--label_column_name", "diagnosis"]
+    args = ["--data_dir", str(folder), "--label_column_name", "diagnosis", "--cache_dir", str(tmp_path / "c")]
     with pytest.raises(CorruptImageError, match=r"3\.png.*--skip_corrupt"):
         load_run_data(_data_args(args))
     ds, manifest = load_run_data(_data_args([*args, "--skip_corrupt", "True"]))

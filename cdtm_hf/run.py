@@ -35,6 +35,7 @@ from .training.knobs import augmentation_options, knob_summary
 from .training.model_builder import build_model
 from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.output_dir import check_disk_space, check_output_dir, lock_output_dir  # issue 17
+from .training.output_dir import releases_output_dir_lock  # issue 17
 from .hub.checkpoint import check_model_source  # issue 17
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
 from .training.stages import resolve_resume, stage_plan
@@ -119,6 +120,7 @@ def method_name(model: CDTMForImageClassification, finetune_mode: str | None) ->
 
 
 # ----------------------------------------------------------------------------------------------------------------
+@releases_output_dir_lock
 def run_finetuning(
     model_args: ModelArguments,
     data_args: DataArguments | None,
@@ -173,6 +175,7 @@ def run_finetuning(
     return report
 
 
+@releases_output_dir_lock
 def run_evaluation(
     model_args: ModelArguments,
     data_args: DataArguments,

@@ -420,6 +420,27 @@ def test_a_second_run_into_the_same_output_dir_is_refused(tmp_path, capsys):
 
     lock_output_dir(out)
     release_output_dir(out)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_a_run_called_from_python_releases_its_lock_however_it_ends(tmp_path):
+    from types import SimpleNamespace
+
+    from cdtm_hf.training.output_dir import LOCK_FILE, lock_output_dir, releases_output_dir_lock
+
+    @releases_output_dir_lock
+    def run(model_args, data_args, training_args, run_args=None):
+        lock_output_dir(training_args.output_dir)  # what the pre-flight does
+        raise ValueError("the run failed")
+
+    args = SimpleNamespace(output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError):
+        run(None, None, args)
+    assert not (tmp_path / "out" / LOCK_FILE).exists()
+    probe = subprocess.run(  # another process can take the folder now
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / "out" / LOCK_FILE)])
+    assert probe.returncode == 0
 
 
 #: run_sft.py with one addition that changes no number: after stage 2's first checkpoint it says so and waits

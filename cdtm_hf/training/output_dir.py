@@ -21,9 +21,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LOCK_FILE", "OPTIMIZER_STATE_PATTERNS", "RUN_FILES", "TRAINER_STATE_PATTERNS", "check_disk_space",
-    "check_output_dir", "clear_output_dir", "drop_incomplete_checkpoints", "is_trainer_state", "lock_output_dir", "prune_optimizer_states",
-    "release_output_dir",
-    "resume_hint",
+    "check_output_dir", "clear_output_dir", "drop_incomplete_checkpoints", "is_trainer_state", "lock_output_dir",
+    "prune_optimizer_states", "release_output_dir", "releases_output_dir_lock", "resume_hint",
 ]
 
 #: the optimizer, scheduler and grad-scaler states `Trainer` saves in a checkpoint (what a resume needs besides the
@@ -240,3 +239,20 @@ def drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
         shutil.rmtree(path, ignore_errors=True)
         logger.warning("Removed the incomplete checkpoint %s (its save failed)", path)
     return removed
+
+
+def releases_output_dir_lock(run):
+    """Decorate a run function `(model_args, data_args, training_args, ...)`: when it returns or raises, the lock
+    its pre-flight took on `training_args.output_dir` is released (a grid runs many in one process)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            training_args = kwargs.get("training_args", args[2] if len(args) > 2 else None)
+            if training_args is not None:
+                release_output_dir(training_args.output_dir)
+
+    return wrapper

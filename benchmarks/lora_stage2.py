@@ -7,7 +7,8 @@ packages, one class per source image, split by image region; whichever sources a
 (stage 1 frozen on the feature cache, then stage 2) twice, from the same seed: `--stage2_method full` and
 `--stage2_method lora`. Printed, for stage 2: the trainable share of the parameters, the bytes of optimizer state
 (AdamW's two moments of every trainable tensor, read from the optimizer), the median seconds per optimizer step, and
-the test macro F1 of the selected model. The backbone has random weights (no pretrained ViT ships in a PyPI package
+the test macro F1 of the model at the end of stage 2 (not the best-of-stages selection, which could hand both
+methods stage 1's model). The backbone has random weights (no pretrained ViT ships in a PyPI package
 and nothing is downloaded), so the F1 says how each stage-2 method learns these tiles from a random ViT, not how a
 pretrained foundation model transfers: the memory and time columns are what carries over.
 """
@@ -69,7 +70,8 @@ def run(method: str, args, ds, names, out: Path) -> dict:
         warmup_epochs=0, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=32, report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
         seed=0, save_total_limit=1, stage2_method=method, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-        optim="adamw_torch", logging_strategy="no",
+        optim="adamw_torch", logging_strategy="no", save_strategy="no", load_best_model_at_end=False,
+        stage2_from_best=False,  # the model tested is stage 2's last: the comparison is of the stage-2 methods
     )
     timer = Stage2Timer()
     trainer = CDTMTrainer(model=model, args=targs, train_dataset=splits["train"], eval_dataset=splits["validation"],

@@ -258,7 +258,8 @@ class BackboneAdapter(nn.Module):
 
     # ---- pretrained weights: the one explicit path --------------------------------------------------------------
     def load_pretrained(
-        self, tag: str | None = None, file: str | None = None, repo: str | None = None, weights_format: str | None = None
+        self, tag: str | None = None, file: str | None = None, repo: str | None = None,
+        weights_format: str | None = None,
     ) -> None:
         """Load the backbone's pretrained weights into this adapter, in place.
 
@@ -366,7 +367,8 @@ class BackboneAdapter(nn.Module):
         elif hasattr(self.model, "set_grad_checkpointing"):
             self.model.set_grad_checkpointing(enable)
         else:
-            raise ValueError(f"{self.library} backbone {self.name!r} has no gradient checkpointing (set_grad_checkpointing)")
+            raise ValueError(f"{self.library} backbone {self.name!r} has no gradient checkpointing "
+                             "(set_grad_checkpointing)")
         self.gradient_checkpointing = enable  # read by transformers' `is_activation_checkpointing`
 
     def block_class_names(self) -> list[str]:

@@ -332,7 +332,8 @@ class CDTMConfig(PretrainedConfig):
                 "(use problem_type='multi_label_classification' for one binary label)"
             )
         if self.cdtm_token_grid is not None and self.cdtm_token_grid < 1:
-            raise FieldError("cdtm_token_grid", f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
+            raise FieldError("cdtm_token_grid",
+                             f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
         if self.hidden_size is not None and self.head_type == "mha" and self.hidden_size % self.mha_num_heads:
             raise ValueError(
                 f"mha_num_heads={self.mha_num_heads} does not divide the token width d={self.hidden_size}"

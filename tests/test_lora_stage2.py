@@ -147,3 +147,22 @@ def test_no_split_modules_name_the_backbone_block_and_cdtm_block():
     assert set(convnext._no_split_modules) == {"ConvNeXtBlock", "CDTMBlock"}
 
 
+
+
+def test_run_sft_with_lora_saves_a_plain_checkpoint_and_cards_the_method(tmp_path):
+    """examples/run_sft.py --stage2_method lora: the report, the card and the saved weights say what ran."""
+    from tests.helpers import write_imagefolder
+    from tests.test_run_sft import STAGES, TINY, run_sft
+
+    data = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "out"
+    report = run_sft.main([*TINY, *STAGES, "--data_dir", str(data), "--output_dir", str(out),
+                           "--stage2_method", "lora", "--lora_r", "2"])
+    stage2 = report["training"]["stages"][1]
+    assert (stage2["method"], stage2["lora_r"]) == ("lora", 2) and 0 < stage2["trainable_share"] < 1
+    assert report["training"]["stage2_method"].startswith("lora (r=2, alpha=16")
+    card = (out / "README.md").read_text()
+    assert f"{100 * stage2['trainable_share']:.2f} % of the parameters trained" in card
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if "lora_" in k or "base_layer" in k]
+    CDTMForImageClassification.from_pretrained(out)  # a plain CDTM checkpoint

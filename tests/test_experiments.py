@@ -202,6 +202,9 @@ def test_one_error_lists_every_problem_and_suggests_the_fix(tmp_path):
 def test_shipped_grids_are_valid(path):
     grid = load_grid(path, check_paths=False)
     assert grid.cells and grid.seeds == [0, 1, 2]
+    if grid.paper_table is None:  # a question no paper has answered yet (pathology_fms): no paper column
+        assert path.stem == "pathology_fms"
+        return
     table = load_paper_results()["tables"][grid.paper_table]
     assert table["source"]
     if path.stem == "transfer_study":

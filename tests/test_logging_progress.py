@@ -106,7 +106,8 @@ def test_help_groups_the_package_options_and_help_all_lists_everything(capsys):
     with pytest.raises(SystemExit):
         run_sft.main(["--help_all"])
     full = capsys.readouterr().out
-    assert len(short.splitlines()) < 260 < 600 < len(full.splitlines())  # 720 lines before
+    # 720 lines before; the package has about 130 options of its own, the inherited TrainingArguments about 120 more
+    assert len(short.splitlines()) < 0.5 * len(full.splitlines()) and len(full.splitlines()) > 600
     titles = [line for line in short.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert titles[:4] == ["help:", "model (cdtm_hf ModelArguments):", "data (cdtm_hf DataArguments):",
                           "fine-tuning (cdtm_hf CDTMTrainingArguments):"]

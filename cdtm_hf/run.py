@@ -130,6 +130,7 @@ def run_finetuning(
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
     processor = CDTMImageProcessor.from_model_config(model.config)
+    raw_splits = ds  # issue 19: the patient ids of the test split
     ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment)
     trainer = CDTMTrainer(
         model=model, args=_without_trainer_push(training_args), train_dataset=ds["train"],
@@ -144,7 +145,7 @@ def run_finetuning(
         (output_dir / "training_args.json").write_text(training_args.to_json_string())
         _write_run_args(output_dir, model, model_args, data_args, run_args, training)
     report = _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, training,
-                              push=training_args.push_to_hub)
+                              push=training_args.push_to_hub, run_args=run_args, raw_splits=raw_splits)
     if trainer.is_world_process_zero() and not run_args.keep_checkpoints:
         prune_optimizer_states(output_dir)  # every checkpoint is superseded by the saved model
     return report
@@ -177,6 +178,7 @@ def run_evaluation(
         processor = CDTMImageProcessor.from_pretrained(model_args.model_name_or_path)
     except OSError:
         processor = CDTMImageProcessor.from_model_config(model.config)
+    raw_splits = ds  # issue 19: the patient ids of the test split
     ds = attach_transforms(ds, processor, manifest["label_column"], augment=False)
     trainer = CDTMTrainer(model=model, args=_without_trainer_push(training_args), eval_dataset=ds["validation"],
                           processing_class=processor, compute_metrics=compute_metrics)
@@ -185,13 +187,13 @@ def run_evaluation(
     record = json.loads((model_dir / "run_args.json").read_text()) if (model_dir / "run_args.json").is_file() else {}
     return _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, record.get("training"),
                             push=training_args.push_to_hub and in_place, write_card=in_place,
-                            evaluated=model_args.model_name_or_path)
+                            evaluated=model_args.model_name_or_path, run_args=run_args, raw_splits=raw_splits)
 
 
 def _test_and_record(
     trainer: CDTMTrainer, args: CDTMTrainingArguments, test_set, model: CDTMForImageClassification,
     data_args: DataArguments, manifest: dict, training: dict | None, push: bool, write_card: bool = True,
-    evaluated: str | None = None,
+    evaluated: str | None = None, run_args: RunArguments | None = None, raw_splits=None,
 ) -> dict[str, Any]:
     """Predict the test set, then write the results (and card, and push) into `output_dir`; return the report."""
     output_dir = Path(args.output_dir)
@@ -213,6 +215,8 @@ def _test_and_record(
     if not trainer.is_world_process_zero():
         return report
     write_manifest(manifest, output_dir)
+    _add_statistics(report, trainer, args, run_args or RunArguments(), model, manifest, logits,
+                    prediction.label_ids, raw_splits)  # issue 19
     write_results(report, output_dir, method_name(model, finetune_mode))
     if data_args.explain and model.config.use_cdtm:
         from .evaluation.explain import explain_dataset
@@ -256,3 +260,41 @@ def _training_summary(
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
     }
+
+
+
+def _add_statistics(report: dict[str, Any], trainer: CDTMTrainer, args: CDTMTrainingArguments, run_args: RunArguments,
+                    model: CDTMForImageClassification, manifest: dict, logits, label_ids, raw_splits) -> None:
+    """Issue 19: the test metrics' intervals, calibration (with `--calibrate`, a temperature fitted on validation and
+    recorded in config.json), patient-level scores, the plots and the saved test predictions."""
+    from .evaluation.calibration import fit_temperature
+    from .evaluation.patients import patient_ids
+    from .evaluation.run_statistics import save_predictions, statistics_report, write_statistics_plots
+
+    output_dir, names = Path(args.output_dir), manifest["class_names"]
+    groups = patient_ids(raw_splits["test"], manifest) if raw_splits is not None else None
+    temperature = getattr(model.config, "calibration_temperature", None)
+    if run_args.calibrate:
+        val = trainer.predict(trainer.eval_dataset, metric_key_prefix="calibration")
+        val_logits = val.predictions[0] if isinstance(val.predictions, tuple) else val.predictions
+        fit = report["temperature_scaling"] = fit_temperature(val_logits, val.label_ids)
+        if fit["identified"]:
+            temperature = model.config.calibration_temperature = fit["temperature"]
+            if (output_dir / "config.json").is_file():  # the saved model applies it in pipeline() / cdtm-predict
+                model.config.save_pretrained(output_dir)
+            logger.info("Temperature scaling: T = %.3f fitted on %d validation images (NLL %.4f -> %.4f)",
+                        temperature, fit["num_validation_examples"], fit["validation_nll_before"],
+                        fit["validation_nll_after"])
+        else:
+            logger.warning("--calibrate: %s", fit["warning"])
+    report.update(statistics_report(logits, label_ids, names, groups, resamples=run_args.bootstrap_resamples,
+                                    seed=args.seed, temperature=temperature))
+    stages = (report.get("training") or {}).get("stages") or []
+    history = [e for _, h in sorted(getattr(trainer, "stage_log_histories", {}).items()) for e in h]
+    plots = write_statistics_plots(
+        output_dir, logits, label_ids, names, temperature=temperature, log_history=history,
+        metric=args.metric_for_best_model or "f1", title=method_name(model, report.get("finetune_mode")),
+        stage_names={s["stage"]: f"stage {s['stage']}: backbone {s['backbone']}" for s in stages})
+    report["auroc_per_class"] = plots.pop("roc_pr_per_class")
+    report["plots"] = plots
+    report["predictions_file"] = save_predictions(output_dir, logits, label_ids, groups).name

@@ -114,6 +114,7 @@ def predict_images(
         if ok:
             with torch.no_grad():
                 logits = model(pixel_values=torch.stack(ok).to(device)).logits.float()
+                logits = logits / float(getattr(model.config, "calibration_temperature", None) or 1.0)  # issue 19
             probs = iter((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
         for path, (_, error) in zip(chunk, decoded):
             row: dict[str, Any] = {"path": str(path), "label": "", "score": "", "error": error or ""}

@@ -39,6 +39,7 @@ from .card_sections import (
     paper_table,
     results_context,
     split_facts,
+    statistics_context,
     training_context,
 )
 from .checkpoint import CARD_NAME, CONFIG_NAME, CONFUSION_MATRIX_NAME, RESULTS_NAME, CheckpointError, read_json
@@ -162,7 +163,7 @@ def generate_model_card(
         paper_table=paper_table(report, paper_reference, model_name), efficiency_table=efficiency_table(report),
         gmacs_recorded=is_number((report.get("efficiency") or {}).get("gmacs")),
         citation=PAPER_CITATION,
-        **results_context(report), **training_context(report),
+        **results_context(report), **training_context(report), **statistics_context(report, checkpoint_dir),
     )
 
 

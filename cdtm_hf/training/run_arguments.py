@@ -138,6 +138,21 @@ class RunArguments:
         default=False,
         metadata={"help": "keep the optimizer states of superseded checkpoints (removed at the end of a run)"},
     )
+    # issue 19
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata={"help": "bootstrap resamples for the 95 %% intervals of every test metric (patients where the "
+                          "split has patient ids, else images); 0 turns the intervals off"},
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "fit a temperature on the validation split (recorded in config.json, applied by "
+                          "pipeline() and cdtm-predict); the test calibration is reported before and after"},
+    )
+
+    def __post_init__(self):  # issue 19
+        _require(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 2, "bootstrap_resamples",
+                 f"bootstrap_resamples must be 0 (off) or at least 2 (1000 by default), got {self.bootstrap_resamples}")
 
 
 def resolve_model_args(model_args: ModelArguments) -> ModelArguments:

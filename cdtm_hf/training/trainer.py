@@ -312,6 +312,8 @@ class CDTMTrainer(Trainer):
 
     def _record(self, stage: Stage, plan: list[Stage], state: TrainerState) -> None:
         """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
+        # issue 19: each stage's log history, for the training-curves plot
+        self.stage_log_histories = {**getattr(self, "stage_log_histories", {}), stage.index: list(state.log_history)}
         best = state.best_model_checkpoint
         if best is not None:
             self._best_checkpoints[stage.index] = best

@@ -1,0 +1,126 @@
+"""Issue 19 wired into runs: `run_sft.py` writes the bootstrap intervals, calibration, patient-level scores and plots,
+the card shows them, and `--calibrate` fits a temperature on validation that `pipeline()` and `cdtm-predict` apply."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.special import softmax
+
+from cdtm_hf.evaluation.run_statistics import PLOT_FILES, load_predictions, statistics_report
+from cdtm_hf.evaluation.uncertainty import bootstrap_metrics
+from tests.helpers import write_imagefolder
+from tests.test_run_sft import STAGES, TINY, run_sft
+
+# trained long enough to be confident; one mislabelled validation (and test) image keeps the validation set from
+# being all right, so the model is confidently wrong there and a temperature above 1 is identified
+LONGER = [*STAGES, "--stage1_epochs", "4", "--learning_rate", "3e-3"]
+
+
+def mislabel_one(data, split):
+    (data / split / "benign" / "0.png").rename(data / split / "malignant" / "swapped.png")
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stats")
+    data = write_imagefolder(root / "data", per_class=(6, 4, 4))
+    mislabel_one(data, "validation")
+    mislabel_one(data, "test")
+    out = root / "out"
+    report = run_sft.main([*TINY, *LONGER, "--data_dir", str(data), "--output_dir", str(out), "--calibrate", "True",
+                           "--bootstrap_resamples", "200"])
+    return data, out, report
+
+
+def test_run_writes_intervals_that_the_bootstrap_reproduces(calibrated_run):
+    _, out, report = calibrated_run
+    saved = json.loads((out / "test_results.json").read_text())
+    assert saved["bootstrap"]["unit"] == "image" and saved["bootstrap"]["resamples"] == 200
+    assert "no real patient ids" in saved["bootstrap"]["reason"]
+    predictions = load_predictions(out)
+    again = bootstrap_metrics(predictions["logits"], predictions["labels"], resamples=200, seed=saved["seed"])
+    for key in ("accuracy", "f1", "f1_eq12"):
+        assert saved["intervals"][key]["value"] == pytest.approx(saved["metrics"][key])
+        assert saved["intervals"][key]["low"] == pytest.approx(again[key]["low"], abs=1e-6)
+        assert saved["intervals"][key]["low"] <= saved["metrics"][key] <= saved["intervals"][key]["high"]
+    assert set(saved["per_class_intervals"]) == {"benign", "malignant"}
+    table = (out / "test_results.md").read_text()
+    assert "95 % bootstrap intervals (BCa, 200 resamples of 8 images" in table
+    assert "ECE (%, 15 bins)" in table
+
+
+def test_calibrate_records_the_temperature_and_reports_before_and_after(calibrated_run):
+    _, out, report = calibrated_run
+    fit = report["temperature_scaling"]
+    assert fit["identified"], fit
+    config = json.loads((out / "config.json").read_text())
+    assert config["calibration_temperature"] == pytest.approx(fit["temperature"])
+    assert fit["validation_nll_after"] < fit["validation_nll_before"]
+    calibration = report["calibration"]
+    assert calibration["temperature"] == pytest.approx(fit["temperature"])
+    assert set(calibration["before"]) == set(calibration["after"]) == {"ece", "brier", "nll"}
+    assert set(calibration["intervals"]) == {"before", "after"}
+    card = (out / "README.md").read_text()
+    assert f"T = {fit['temperature']:.3g}" in card and "calibration_temperature" in card
+
+
+def test_plots_are_written_and_linked_from_the_card(calibrated_run):
+    _, out, report = calibrated_run
+    assert report["plots"] == {"reliability": PLOT_FILES["reliability"], "roc_pr": PLOT_FILES["roc_pr"],
+                               "training": PLOT_FILES["training"]}
+    card = (out / "README.md").read_text()
+    for name in PLOT_FILES.values():
+        assert Image.open(out / name).size[0] > 400
+        assert f"]({name})" in card
+    assert "Brackets: 95 % bootstrap intervals" in card
+    first = report["metrics"]["accuracy"]
+    low, high = report["intervals"]["accuracy"]["low"], report["intervals"]["accuracy"]["high"]
+    assert f"{100 * first:.2f} % [{100 * low:.1f}, {100 * high:.1f}]" in card
+    # the model-index holds the point value
+    assert f"value: {first}" in card or f"value: {round(first, 4)}" in card
+
+
+def test_pipeline_and_predict_apply_the_temperature(calibrated_run, tmp_path):
+    from transformers import pipeline
+
+    from cdtm_hf import CDTMForImageClassification, CDTMImageProcessor
+    from cdtm_hf.cli.predict import main as predict_main
+    from cdtm_hf.hub.pipeline import CDTMImageClassificationPipeline
+
+    data, out, report = calibrated_run
+    temperature = report["temperature_scaling"]["temperature"]
+    model = CDTMForImageClassification.from_pretrained(out).eval()
+    processor = CDTMImageProcessor.from_pretrained(out)
+    image = data / "test" / "benign" / "1.png"
+    with torch.no_grad():
+        logits = model(**processor(Image.open(image).convert("RGB"))).logits[0].numpy()
+    expected = softmax(logits / temperature)
+    assert not np.allclose(expected, softmax(logits), atol=1e-4)
+    classify = pipeline("image-classification", model=str(out), pipeline_class=CDTMImageClassificationPipeline)
+    scores = {r["label"]: r["score"] for r in classify(str(image))}
+    assert scores[model.config.id2label[0]] == pytest.approx(expected[0], abs=1e-5)
+    csv_path = tmp_path / "p.csv"
+    predict_main([str(out), str(image), "--output", str(csv_path)])
+    row = next(csv.DictReader(csv_path.open()))
+    assert float(row[f"prob_{model.config.id2label[0]}"]) == pytest.approx(expected[0], abs=1e-5)
+
+
+def test_bootstrap_off_and_patient_level_scores():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 20)
+    logits = rng.normal(size=(40, 2)) + 2.0 * np.eye(2)[labels]
+    off = statistics_report(logits, labels, ["a", "b"], resamples=0)
+    assert off["bootstrap"]["resamples"] == 0 and "intervals" not in off
+    assert set(off["calibration"]["before"]) == {"ece", "brier", "nll"}
+    groups = [f"p{i // 4}" for i in range(40)]
+    on = statistics_report(logits, labels, ["a", "b"], groups, resamples=100)
+    assert on["bootstrap"]["unit"] == "patient" and on["bootstrap"]["num_units"] == 10
+    assert on["intervals"]["f1"]["unit"] == "patient"
+    assert on["patient_level"]["num_patients"] == 10
+    assert 0 <= on["patient_level"]["patient_recognition_rate"]["value"] <= 1

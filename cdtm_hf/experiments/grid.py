@@ -19,6 +19,7 @@ from .fields import build_arguments
 from .reading import (
     build_cells,
     read_axes,
+    read_comparisons,
     read_head,
     read_overrides,
     read_recipes,
@@ -45,6 +46,8 @@ class Grid:
     description: str | None = None
     seed_fields: tuple[str, ...] = ("seed",)
     source: str | None = None
+    # issue 19: the paired comparisons (axis, label A, label B) of the grid's `compare` entry
+    comparisons: list[tuple[str, str, str]] | None = None
 
     def run_dir(self, cell: Cell, seed: int) -> Path:
         return self.output_dir / cell.cell_id / f"seed{seed}"
@@ -84,6 +87,7 @@ class Grid:
             "paper_table": self.paper_table, "seeds": self.seeds, "seed_fields": list(self.seed_fields),
             "axes": self.axes, "output_dir": str(self.output_dir),
             "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields} for c in self.cells],
+            "comparisons": [list(c) for c in self.comparisons or []],
         }
 
 
@@ -131,6 +135,7 @@ def load_grid(
             return c.sources.get(name, f"base.{name}") if name else f"cell {c.cell_id}"
 
         check_cell_values(grid.argument_values(cell, grid.seeds[0]), where, problems.add, check_paths)
+    grid.comparisons = read_comparisons(raw, grid.axes, problems)  # issue 19
     problems.raise_if_any(label)
     return grid
 

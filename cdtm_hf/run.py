@@ -33,6 +33,7 @@ from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
 from .training.stages import resolve_resume, stage_plan
 from .training.trainer import CDTMTrainer
+from .training.weights import record_weights_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def run_finetuning(
     ds, manifest = load_run_data(data_args)
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
+    record_weights_provenance(model.config, model_args.backbone_pretrained_file,
+                              model_args.backbone_pretraining)  # issue 19
     processor = CDTMImageProcessor.from_model_config(model.config)
     raw_splits = ds  # issue 19: the patient ids of the test split
     ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment)
@@ -259,6 +262,7 @@ def _training_summary(
         "augment": args.augment,
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
+        "selection_reason": getattr(trainer, "selection_reason", None),  # issue 19
     }
 
 

@@ -175,11 +175,28 @@ def _per_class_table(grid: Grid) -> list[str]:
             "with few test images moves the macro averages most.", "", markdown_table(header, rows), ""]
 
 
+def _training_flags(runs: pd.DataFrame) -> list[str]:
+    """Runs whose validation metric was still rising at the last evaluation (not converged: an unfair baseline), or
+    sat at its ceiling (selection ran on ties)."""
+    lines = []
+    for column, text in (("still_improving", "validation metric still rising at the last evaluation (not converged; "
+                          "give this recipe more epochs or another learning rate before comparing)"),
+                         ("validation_at_ceiling", "validation metric at its ceiling (100 %): the kept checkpoint "
+                          "was chosen among ties")):
+        if column in runs.columns:
+            flagged = [f"{r['cell_id']} seed {r['seed']}" for _, r in runs.iterrows()
+                       if r.get(column) == True]  # noqa: E712 (numpy bools; NaN for older runs)
+            if flagged:
+                lines.append(f"- **{text}**: {', '.join(flagged)}.")
+    return ["## Training flags", "", *lines, ""] if lines else []
+
+
 def statistics_sections(grid: Grid, runs: pd.DataFrame, comparisons: list[dict[str, Any]]) -> list[str]:
     """The lines results.md adds after its main table."""
     if runs is None or not len(runs):
         return []
-    return ["", *_comparison_table(comparisons), *_interval_table(runs), *_per_class_table(grid)]
+    return ["", *_training_flags(runs), *_comparison_table(comparisons), *_interval_table(runs),
+            *_per_class_table(grid)]
 
 
 def write_forest_plots(grid: Grid, runs: pd.DataFrame, comparisons: list[dict[str, Any]]) -> dict[str, Path]:

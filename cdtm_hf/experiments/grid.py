@@ -75,6 +75,8 @@ class Grid:
         values = dict(cell.fields)
         values.update({name: seed for name in self.seed_fields})
         values["output_dir"] = str(self.run_dir(cell, seed))
+        # issue 19: one frozen-feature cache for the whole grid (keyed by data and weights), not one per run
+        values.setdefault("feature_cache_dir", str(self.output_dir / "feature_cache"))
         if resume:
             values["resume_from_checkpoint"] = True
         else:

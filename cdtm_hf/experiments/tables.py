@@ -116,6 +116,10 @@ def _statistics_columns(report: dict[str, Any]) -> dict[str, Any]:
             row[f"patient_{k}"] = patient["metrics"][k]
     if patient.get("patient_recognition_rate"):
         row["patient_recognition_rate"] = patient["patient_recognition_rate"]["value"]
+    stages = (report.get("training") or {}).get("stages") or []
+    row["still_improving"] = any(s.get("still_improving") for s in stages)  # validation metric rising at the end
+    row["validation_at_ceiling"] = any(isinstance(s.get("best_metric"), float) and s["best_metric"] >= 0.9999
+                                       for s in stages)
     return row
 
 

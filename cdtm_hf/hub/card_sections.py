@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,6 @@ from ..evaluation.reporting import format_number, format_pct, markdown_table
 __all__ = [
     "METRICS", "MODE_DESCRIPTIONS", "CardBackbone", "is_number", "backbone_hub_id", "builder_of", "dataset_link", "details_table",
     "efficiency_table", "paper_table", "results_context", "split_facts", "counts_table", "training_context",
-    "statistics_context",  # issue 19
 ]
 
 # key in the report's "metrics" -> (Hub metric type, Hub metric config); display names: metrics.METRIC_DISPLAY_NAMES
@@ -173,14 +173,18 @@ def results_context(report: Mapping[str, Any]) -> dict[str, str]:
     keys = [k for k in METRICS if k in metrics]
     out = {"results_table": "", "per_class_table": "", "confusion_table": ""}
     if keys:
-        intervals = report.get("intervals") or {}  # issue 19: the value with its bootstrap interval
+        from .card_results import bracket as _bracket  # issue 19: the value with its bootstrap interval
+
+        intervals = report.get("intervals") or {}
         out["results_table"] = markdown_table(
             [METRIC_DISPLAY_NAMES[k] for k in keys],
             [[f"{format_pct(metrics[k], suffix=' %')} {_bracket(intervals.get(k))}".strip() for k in keys]]
         )
     per_class = report.get("per_class") or {}
     if per_class:
-        boot = report.get("per_class_intervals") or {}  # issue 19
+        from .card_results import bracket as _bracket  # issue 19
+
+        boot = report.get("per_class_intervals") or {}
         out["per_class_table"] = markdown_table(
             ["Class", "Precision", "Recall", "F1", "Support"],
             [[label, *(f"{format_pct(row.get(k))} {_bracket((boot.get(label) or {}).get(k))}".strip()
@@ -239,6 +243,10 @@ def training_context(report: Mapping[str, Any]) -> dict[str, str]:
         "stages": stages, "selected": next((s for s in stages if s.get("stage") == selected), None), "metric": metric,
     }
     training.pop("finetune_mode", None)
+    from .card_results import selection_context  # issue 19
+
+    out.update(selection_context(report, stages, selected, metric))
+    training.pop("selection_reason", None)
     rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
     if "seed" in report:
         rows.append(["`seed`", report["seed"]])
@@ -282,10 +290,16 @@ class CardBackbone:
         )
         if not from_pretrained:
             pretraining = "none, the backbone was not initialised from pretrained weights"
-        elif preset:
+        elif config.get("backbone_pretraining"):  # issue 19: named by the user (--backbone_pretraining)
+            pretraining = str(config["backbone_pretraining"])
+        elif preset and not pretrained_file:
             pretraining = preset.pretraining
         else:
-            pretraining = "not recorded, the backbone is not one of the cdtm_hf presets"
+            pretraining = "not recorded (pass --backbone_pretraining to name it)"
+        provenance = config.get("backbone_pretrained_file_provenance") or {}
+        if from_pretrained and pretrained_file:  # issue 19: the file's hash, not its path as typed
+            digest = f", sha256 `{provenance['sha256']}`" if provenance.get("sha256") else ", no hash recorded"
+            pretraining += f"; weights from a local file (`{Path(str(pretrained_file)).name}`{digest})"
         # weights from a local file are not the library's Hub weights: no base_model claim for them
         hub_id = None
         if from_pretrained and not pretrained_file:
@@ -313,55 +327,3 @@ def details_table(config: Mapping[str, Any], backbone: CardBackbone, labels: lis
     ]
     return markdown_table(["", ""], rows)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# issue 19: intervals, calibration, patient-level results and the plots
-#: plot file -> what the card calls it
-PLOT_TITLES = {"reliability_diagram.png": "Reliability diagram (test split)",
-               "roc_pr_curves.png": "ROC and precision-recall curves per class (test split)",
-               "training_curves.png": "Training curves (validation loss and metric; dashed line: stage boundary)"}
-
-
-def _bracket(record: Mapping[str, Any] | None) -> str:
-    """`"[88.2, 94.6]"` of an interval record in percent, or "" without one."""
-    if not record or not is_number(record.get("low")) or not is_number(record.get("high")):
-        return ""
-    return f"[{100 * record['low']:.1f}, {100 * record['high']:.1f}]"
-
-
-def statistics_context(report: Mapping[str, Any], checkpoint_dir: Any = None) -> dict[str, Any]:
-    """The card's words on the intervals, calibration, patient-level results and plots, from what the run wrote."""
-    from pathlib import Path
-
-    from ..evaluation.run_statistics import bootstrap_sentence, calibration_table, patient_table
-
-    boot = report.get("bootstrap") or {}
-    out: dict[str, Any] = {"bootstrap_text": "", "calibration_table": "", "temperature_text": "",
-                           "patient_table": "", "plots": []}
-    if report.get("intervals"):
-        out["bootstrap_text"] = (
-            f"Brackets: {100 * boot.get('level', 0.95):.0f} % bootstrap intervals ({bootstrap_sentence(boot)}). They "
-            "show how much each number could move on another test set of this size from the same source; they do "
-            "not cover training randomness (seeds) or a shift to another site. The model-index holds the point "
-            "values.")
-    elif boot.get("resamples") == 0:
-        out["bootstrap_text"] = "No confidence intervals: the run turned the bootstrap off (`--bootstrap_resamples 0`)."
-    calibration = report.get("calibration") or {}
-    if calibration:
-        out["calibration_table"] = calibration_table(calibration)
-    fit = report.get("temperature_scaling") or {}
-    if calibration.get("temperature") is not None and (fit.get("identified", True)):
-        out["temperature_text"] = (
-            f"A temperature T = {calibration['temperature']:.3g} fitted on the validation split (`--calibrate`, "
-            "minimising its NLL) is recorded in `config.json` as `calibration_temperature`; `pipeline()` and "
-            "`cdtm-predict` divide the logits by it. It changes no prediction (accuracy and F1 are the same), only "
-            "the probabilities.")
-    elif fit.get("warning"):
-        out["temperature_text"] = f"`--calibrate` fitted no temperature: {fit['warning']}."
-    if report.get("patient_level"):
-        out["patient_table"] = patient_table(report["patient_level"])
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    for name in (report.get("plots") or {}).values():
-        if name in PLOT_TITLES and (folder is None or (folder / name).is_file()):
-            out["plots"].append({"file": name, "title": PLOT_TITLES[name]})
-    return out

@@ -61,6 +61,12 @@ class ModelArguments:
         metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
                   "--model_name_or_path"},
     )
+    # issue 19
+    backbone_pretraining: str | None = field(
+        default=None,
+        metadata={"help": "what the backbone was pretrained on, e.g. \"ImageNet-1k\" (recorded in config.json and "
+                          "the card; the presets know theirs, a --backbone_pretrained_file does not)"},
+    )
 
     def __post_init__(self):
         if self.model_name_or_path is None:

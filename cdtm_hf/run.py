@@ -110,6 +110,7 @@ def run_finetuning(
     data_args: DataArguments,
     training_args: CDTMTrainingArguments,
     run_args: RunArguments | None = None,
+    data: tuple[Any, dict] | None = None,
 ) -> dict[str, Any]:
     """Train (all stages of `finetune_mode`), keep the best model on validation, test it, write the results.
 
@@ -123,11 +124,13 @@ def run_finetuning(
         data_args (`DataArguments`): the data and its split.
         training_args (`CDTMTrainingArguments`): the fine-tuning mode and its hyperparameters.
         run_args (`RunArguments`, *optional*): `overwrite_output_dir`, `keep_checkpoints`.
+        data (`tuple`, *optional*): the `(DatasetDict, manifest)` to use instead of loading `data_args`' splits (a
+            cross-validation fold, issue 19).
     """
     run_args = run_args or RunArguments()
     model_args, resume = preflight(model_args, data_args, training_args, run_args)
     set_seed(training_args.seed)
-    ds, manifest = load_run_data(data_args)
+    ds, manifest = data if data is not None else load_run_data(data_args)
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
     record_weights_provenance(model.config, model_args.backbone_pretrained_file,

@@ -124,3 +124,44 @@ def test_bootstrap_off_and_patient_level_scores():
     assert on["intervals"]["f1"]["unit"] == "patient"
     assert on["patient_level"]["num_patients"] == 10
     assert 0 <= on["patient_level"]["patient_recognition_rate"]["value"] <= 1
+
+
+def test_cv_folds_writes_the_fold_table_and_resumes_fold_by_fold(tmp_path):
+    from cdtm_hf.data.folds import assign_folds
+
+    data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2))
+    out = tmp_path / "cv"
+    argv = [*TINY, "--finetune_mode", "lp", "--num_train_epochs", "3", "--warmup_epochs", "0", "--learning_rate", "1e-2",
+            "--per_device_train_batch_size", "4", "--data_dir", str(data), "--output_dir", str(out),
+            "--cv_folds", "3", "--bootstrap_resamples", "100"]
+    report = run_sft.main(argv)
+    cv = json.loads((out / "cv_results.json").read_text())
+    assert cv["n_folds"] == 3 and len(cv["per_fold"]) == 3 and cv["folds"]["grouping"] == "image"
+    tested = []
+    for k in range(3):
+        fold = json.loads((out / f"fold{k}" / "test_results.json").read_text())
+        assert fold["metrics"]["f1"] == pytest.approx(cv["per_fold"][k]["f1"])
+        tested.append(fold["num_test_examples"])
+    assert sum(tested) == 16  # every image tested once
+    assert cv["pooled_out_of_fold"]["metrics"]["accuracy"] > 0.5  # the folds' models learned the brightness
+    f1s = [m["f1"] for m in cv["per_fold"]]
+    assert cv["mean_std"]["f1"]["mean"] == pytest.approx(np.mean(f1s))
+    assert cv["mean_std"]["f1"]["std"] == pytest.approx(np.std(f1s, ddof=1))
+    pooled = load_predictions(out)
+    assert len(pooled["labels"]) == 16
+    again = bootstrap_metrics(pooled["logits"], pooled["labels"], resamples=100, seed=report["seed"])
+    assert report["intervals"]["f1"]["low"] == pytest.approx(again["f1"]["low"])
+    table = (out / "cv_results.md").read_text()
+    assert "| fold 2 |" in table and "mean ± std (n=3)" in table and "pooled out-of-fold [95 %]" in table
+    # the folds are the library's (seeded by split_seed): no image in two folds, every class in every fold
+    assignment = assign_folds([0] * 8 + [1] * 8, None, n_folds=3, seed=42)
+    assert sorted(np.bincount(assignment.folds).tolist()) == sorted(tested)
+    # resumable fold by fold: a lost fold is run again, the others are kept
+    import shutil
+
+    kept = (out / "fold0" / "test_results.json").stat().st_mtime_ns
+    shutil.rmtree(out / "fold1")
+    (out / "cv_results.json").unlink()
+    run_sft.main(argv)
+    assert (out / "fold0" / "test_results.json").stat().st_mtime_ns == kept
+    assert (out / "fold1" / "test_results.json").is_file() and (out / "cv_results.json").is_file()

@@ -156,7 +156,15 @@ class RunArguments:
                           "pipeline() and cdtm-predict); the test calibration is reported before and after"},
     )
 
+    cv_folds: int = field(
+        default=0,
+        metadata={"help": "K > 1: K-fold cross-validation (patient-grouped, stratified, seeded by --split_seed) over "
+                          "all the data's images; each fold runs in <output_dir>/fold<k>; 0: one run on the split"},
+    )
+
     def __post_init__(self):  # issue 19
+        _require(self.cv_folds == 0 or self.cv_folds >= 2, "cv_folds",
+                 f"cv_folds must be 0 (no cross-validation) or at least 2, got {self.cv_folds}")
         _require(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 2, "bootstrap_resamples",
                  f"bootstrap_resamples must be 0 (off) or at least 2 (1000 by default), got {self.bootstrap_resamples}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,7 @@ def _test_and_record(
 ) -> dict[str, Any]:
     """Predict the test set, then write the results (and card, and push) into `output_dir`; return the report."""
     output_dir = Path(args.output_dir)
+    started = time.perf_counter()  # issue 19: the main test pass's cost, beside each extra test set's
     prediction = trainer.predict(test_set, metric_key_prefix="test")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     report = evaluation_report(logits, prediction.label_ids, manifest["class_names"],
@@ -223,6 +225,12 @@ def _test_and_record(
     write_manifest(manifest, output_dir)
     _add_statistics(report, trainer, args, run_args or RunArguments(), model, manifest, logits,
                     prediction.label_ids, raw_splits)  # issue 19
+    report["test_seconds"] = time.perf_counter() - started
+    if data_args.extra_test:  # issue 19: shifted test sets, each reported on its own
+        from .experiments.extra_tests import run_extra_tests
+
+        report["extra_tests"] = run_extra_tests(trainer, data_args, run_args or RunArguments(),
+                                                trainer.processing_class, manifest, raw_splits, args.seed, output_dir)
     write_results(report, output_dir, method_name(model, finetune_mode))
     if data_args.explain and model.config.use_cdtm:
         from .evaluation.explain import explain_dataset

@@ -165,3 +165,28 @@ def test_cv_folds_writes_the_fold_table_and_resumes_fold_by_fold(tmp_path):
     run_sft.main(argv)
     assert (out / "fold0" / "test_results.json").stat().st_mtime_ns == kept
     assert (out / "fold1" / "test_results.json").is_file() and (out / "cv_results.json").is_file()
+
+
+def test_extra_test_folder_is_reported_on_its_own(tmp_path):
+    data = write_imagefolder(tmp_path / "data")
+    shifted = write_imagefolder(tmp_path / "shifted", per_class=(3, 1, 1))  # another "scanner": 5 images a class
+    out = tmp_path / "out"
+    report = run_sft.main([*TINY, *STAGES, "--data_dir", str(data), "--output_dir", str(out), "--bootstrap_resamples",
+                           "100", "--extra_test", f"scanner_b={shifted}"])
+    extra = report["extra_tests"]["scanner_b"]
+    assert extra["num_images"] == 10 and extra["kind"] == "folder" and extra["source"] == "shifted"
+    saved = load_predictions(out, extra["predictions_file"])
+    again = bootstrap_metrics(saved["logits"], saved["labels"], resamples=100, seed=report["seed"])
+    assert extra["metrics"]["f1"] == pytest.approx(again["f1"]["value"])
+    assert extra["intervals"]["f1"]["low"] == pytest.approx(again["f1"]["low"])
+    assert json.loads((out / "test_results.json").read_text())["extra_tests"]["scanner_b"]["metrics"] == \
+        extra["metrics"]
+
+
+def test_a_bad_extra_test_is_refused_before_any_data_is_read(tmp_path):
+    from cdtm_hf.training.run_arguments import DataArguments, FieldError
+
+    with pytest.raises(FieldError, match="must read name=DIR or name=CONFIG"):
+        DataArguments(dataset="imagefolder", data_dir=str(tmp_path), extra_test=["no_equals_sign"])
+    with pytest.raises(FieldError, match="names repeat"):
+        DataArguments(dataset="imagefolder", data_dir=str(tmp_path), extra_test=["a=x", "a=y"])

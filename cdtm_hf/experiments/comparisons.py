@@ -195,8 +195,28 @@ def statistics_sections(grid: Grid, runs: pd.DataFrame, comparisons: list[dict[s
     """The lines results.md adds after its main table."""
     if runs is None or not len(runs):
         return []
-    return ["", *_training_flags(runs), *_comparison_table(comparisons), *_interval_table(runs),
+    return ["", *_training_flags(runs), *_comparison_table(comparisons), *_interval_table(runs), *_shift_table(runs),
             *_per_class_table(grid)]
+
+
+def _shift_table(runs: pd.DataFrame) -> list[str]:
+    """Macro-F1 on the run's own test split and on each extra test set (`--extra_test`), with intervals."""
+    shifts = [c[len("extra_"):-len("_f1")] for c in runs.columns if c.startswith("extra_") and c.endswith("_f1")]
+    if not shifts:
+        return []
+
+    def iv(r, key: str) -> str:
+        value = r.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "–"
+        return format_interval({"value": value, "low": r.get(f"{key}_low"), "high": r.get(f"{key}_high")})
+
+    rows = [[r["cell_id"], r["seed"], iv(r, "f1"), *(iv(r, f"extra_{s}_f1") for s in shifts)]
+            for _, r in runs.iterrows()]
+    return ["## Shifted test sets", "",
+            "Macro-F1 (%) with 95 % bootstrap intervals on the run's own test split and on each extra test set "
+            "(`--extra_test`; a builder config keeps the test patients' images only).", "",
+            markdown_table(["Cell", "Seed", "Own test", *shifts], rows), ""]
 
 
 def write_forest_plots(grid: Grid, runs: pd.DataFrame, comparisons: list[dict[str, Any]]) -> dict[str, Path]:

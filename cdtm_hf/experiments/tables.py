@@ -116,6 +116,10 @@ def _statistics_columns(report: dict[str, Any]) -> dict[str, Any]:
             row[f"patient_{k}"] = patient["metrics"][k]
     if patient.get("patient_recognition_rate"):
         row["patient_recognition_rate"] = patient["patient_recognition_rate"]["value"]
+    for name, extra in (report.get("extra_tests") or {}).items():  # one column per shifted test set
+        row[f"extra_{name}_f1"] = (extra.get("metrics") or {}).get("f1")
+        found = (extra.get("intervals") or {}).get("f1") or {}
+        row[f"extra_{name}_f1_low"], row[f"extra_{name}_f1_high"] = found.get("low"), found.get("high")
     stages = (report.get("training") or {}).get("stages") or []
     row["still_improving"] = any(s.get("still_improving") for s in stages)  # validation metric rising at the end
     row["validation_at_ceiling"] = any(isinstance(s.get("best_metric"), float) and s["best_metric"] >= 0.9999

@@ -108,11 +108,24 @@ class DataArguments:
         default=False, metadata={"help": "drop unreadable images (each is named in the log and split_manifest.json)"}
     )
     explain: bool = field(default=False, metadata={"help": "write CCA explanation PNGs for the test set"})
+    # issue 19
+    extra_test: list[str] | None = field(
+        default=None,
+        metadata={"help": "extra test sets reported separately, name=DIR (an image folder of the same classes) or "
+                          "name=CONFIG (another config of --dataset, e.g. malignant_40x: the test patients' images "
+                          "only); several: --extra_test a=X b=Y"},
+    )
 
     def __post_init__(self):
         problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy)
         if problem:
             raise FieldError(*problem)
+        for item in self.extra_test or []:  # issue 19
+            name, _, source = str(item).partition("=")
+            _require(bool(name and source) and name.replace("_", "").replace("-", "").isalnum(), "extra_test",
+                     f"extra_test {item!r} must read name=DIR or name=CONFIG (name: letters, digits, _ or -)")
+        names = [str(i).partition("=")[0] for i in self.extra_test or []]
+        _require(len(set(names)) == len(names), "extra_test", f"extra_test names repeat: {names}")
         _require(self.dataset != IMAGEFOLDER or bool(self.data_dir), "data_dir",
                  "dataset imagefolder needs data_dir: pass --data_dir <folder> holding <class>/ folders of images, "
                  "optionally under train/, validation/ and test/")

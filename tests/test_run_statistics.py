@@ -181,6 +181,8 @@ def test_extra_test_folder_is_reported_on_its_own(tmp_path):
     assert extra["intervals"]["f1"]["low"] == pytest.approx(again["f1"]["low"])
     assert json.loads((out / "test_results.json").read_text())["extra_tests"]["scanner_b"]["metrics"] == \
         extra["metrics"]
+    card = (out / "README.md").read_text()
+    assert "### Shifted test sets" in card and "| scanner_b | folder: `shifted` | 10 |" in card
 
 
 def test_a_bad_extra_test_is_refused_before_any_data_is_read(tmp_path):

@@ -9,7 +9,7 @@ from typing import Any
 
 from .card_sections import _fmt, is_number
 
-__all__ = ["PLOT_TITLES", "bracket", "selection_context", "statistics_context"]
+__all__ = ["PLOT_TITLES", "bracket", "extra_tests_table", "selection_context", "statistics_context"]
 #: plot file -> what the card calls it
 PLOT_TITLES = {"reliability_diagram.png": "Reliability diagram (test split)",
                "roc_pr_curves.png": "ROC and precision-recall curves per class (test split)",
@@ -31,7 +31,7 @@ def statistics_context(report: Mapping[str, Any], checkpoint_dir: Any = None) ->
 
     boot = report.get("bootstrap") or {}
     out: dict[str, Any] = {"bootstrap_text": "", "calibration_table": "", "temperature_text": "",
-                           "patient_table": "", "plots": []}
+                           "patient_table": "", "plots": [], "extra_table": ""}
     if report.get("intervals"):
         out["bootstrap_text"] = (
             f"Brackets: {100 * boot.get('level', 0.95):.0f} % bootstrap intervals ({bootstrap_sentence(boot)}). They "
@@ -54,6 +54,7 @@ def statistics_context(report: Mapping[str, Any], checkpoint_dir: Any = None) ->
         out["temperature_text"] = f"`--calibrate` fitted no temperature: {fit['warning']}."
     if report.get("patient_level"):
         out["patient_table"] = patient_table(report["patient_level"])
+    out["extra_table"] = extra_tests_table(report)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     for name in (report.get("plots") or {}).values():
         if name in PLOT_TITLES and (folder is None or (folder / name).is_file()):
@@ -107,3 +108,23 @@ def selection_context(report: Mapping[str, Any], stages: list[Mapping[str, Any]]
                 f"Stage {stage.get('stage')}'s validation `{metric}` was still rising at its last evaluation: it had "
                 "not converged; more epochs or another learning rate may change the result.")
     return out
+
+
+def extra_tests_table(report: Mapping[str, Any]) -> str:
+    """The shifted test sets (`--extra_test`): images, accuracy and macro-F1 with intervals, beside the own test."""
+    from ..evaluation.reporting import markdown_table
+    from ..evaluation.uncertainty import format_interval
+
+    extras = report.get("extra_tests") or {}
+    if not extras:
+        return ""
+
+    def cell(entry: Mapping[str, Any], key: str) -> str:
+        record = (entry.get("intervals") or {}).get(key)
+        value = (entry.get("metrics") or {}).get(key)
+        return format_interval(record) if record else (f"{100 * value:.1f}" if is_number(value) else "–")
+
+    rows = [["own test split", "", report.get("num_test_examples"), cell(report, "accuracy"), cell(report, "f1")]]
+    rows += [[name, f"{e.get('kind')}: `{e.get('source')}`", e.get("num_images"), cell(e, "accuracy"), cell(e, "f1")]
+             for name, e in extras.items()]
+    return markdown_table(["Test set", "Source", "Images", "Accuracy (%)", "Macro-F1 (%)"], rows)

@@ -131,8 +131,8 @@ def test_cv_folds_writes_the_fold_table_and_resumes_fold_by_fold(tmp_path):
 
     data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2))
     out = tmp_path / "cv"
-    argv = [*TINY, "--finetune_mode", "lp", "--num_train_epochs", "3", "--warmup_epochs", "0", "--learning_rate", "1e-2",
-            "--per_device_train_batch_size", "4", "--data_dir", str(data), "--output_dir", str(out),
+    argv = [*TINY, "--finetune_mode", "lp", "--num_train_epochs", "3", "--warmup_epochs", "0",
+            "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", "--data_dir", str(data), "--output_dir", str(out),
             "--cv_folds", "3", "--bootstrap_resamples", "100"]
     report = run_sft.main(argv)
     cv = json.loads((out / "cv_results.json").read_text())
@@ -192,3 +192,20 @@ def test_a_bad_extra_test_is_refused_before_any_data_is_read(tmp_path):
         DataArguments(dataset="imagefolder", data_dir=str(tmp_path), extra_test=["no_equals_sign"])
     with pytest.raises(FieldError, match="names repeat"):
         DataArguments(dataset="imagefolder", data_dir=str(tmp_path), extra_test=["a=x", "a=y"])
+
+
+def test_lr_sweep_keeps_the_best_learning_rate_on_validation(tmp_path):
+    data = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "sweep"
+    report = run_sft.main([*TINY, "--finetune_mode", "lp", "--num_train_epochs", "2", "--warmup_epochs", "0",
+                           "--per_device_train_batch_size", "4", "--data_dir", str(data), "--output_dir", str(out),
+                           "--bootstrap_resamples", "50", "--lr_sweep", "1e-6", "3e-2"])
+    sweep = report["lr_sweep"]
+    assert [c["learning_rate"] for c in sweep["candidates"]] == [1e-6, 3e-2]
+    best = max(sweep["candidates"], key=lambda c: (c["validation_metric"], -c["validation_loss"]))
+    assert sweep["kept"] == best["learning_rate"] and sweep["folder"] == best["folder"]
+    for c in sweep["candidates"]:  # each candidate's validation metric is what its own run recorded
+        own = json.loads((out / c["folder"] / "test_results.json").read_text())
+        assert c["validation_metric"] == own["training"]["stages"][-1]["best_metric"]
+    kept = json.loads((out / best["folder"] / "test_results.json").read_text())
+    assert report["metrics"] == kept["metrics"] and (out / "test_predictions.npz").is_file()

@@ -99,6 +99,8 @@ def train(argv: list[str] | None = None) -> dict:
     run = run_finetuning if training_args.do_train else run_evaluation
     if run_args.cv_folds and training_args.do_train:  # issue 19: K-fold cross-validation
         from ..experiments.cross_validation import run_cross_validation as run
+    if run_args.lr_sweep and training_args.do_train:  # issue 19: learning rates chosen on validation
+        from ..experiments.lr_sweep import run_lr_sweep as run
     report = run(model_args, data_args, training_args, run_args)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())
     print(f"test: {metrics}\nresults: {os.path.join(training_args.output_dir, 'test_results.json')}")

@@ -137,6 +137,10 @@ def _run_one(grid: Grid, cell: Cell, seed: int, resume: bool, result: GridRun, k
             from .cross_validation import run_cross_validation
 
             run_cross_validation(*arguments)
+        elif runner is None and getattr(arguments[-1], "lr_sweep", None):  # issue 19: lr chosen on validation
+            from .lr_sweep import run_lr_sweep
+
+            run_lr_sweep(*arguments)
         else:
             (runner or _run.run_finetuning)(*arguments)
     except Exception as err:

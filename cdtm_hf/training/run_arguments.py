@@ -175,7 +175,17 @@ class RunArguments:
                           "all the data's images; each fold runs in <output_dir>/fold<k>; 0: one run on the split"},
     )
 
+    lr_sweep: list[float] | None = field(
+        default=None,
+        metadata={"help": "learning rates to try, each in <output_dir>/lr<lr>; the best on validation is kept "
+                          "(ties: lower validation loss); the test set never chooses"},
+    )
+
     def __post_init__(self):  # issue 19
+        _require(not self.lr_sweep or all(lr > 0 for lr in self.lr_sweep), "lr_sweep",
+                 f"lr_sweep learning rates must be positive, got {self.lr_sweep}")
+        _require(not (self.lr_sweep and self.cv_folds), "lr_sweep",
+                 "pass --lr_sweep or --cv_folds, not both (sweep first, then cross-validate the chosen rate)")
         _require(self.cv_folds == 0 or self.cv_folds >= 2, "cv_folds",
                  f"cv_folds must be 0 (no cross-validation) or at least 2, got {self.cv_folds}")
         _require(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 2, "bootstrap_resamples",

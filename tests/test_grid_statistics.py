@@ -75,3 +75,21 @@ def test_baseline_shorthand_compares_every_other_label_with_it(tmp_path):
     grid = load_grid(grid_file(tmp_path, data, compare="lp", axes={"recipe": ["lp_cdtm", "lp", "fft"]}))
     assert grid.comparisons == [("recipe", "lp_cdtm", "lp"), ("recipe", "fft", "lp")]
     assert np.all([c[2] == "lp" for c in grid.comparisons])
+
+
+def test_cv_folds_as_a_grid_field_tables_the_pooled_out_of_fold_result(tmp_path):
+    from cdtm_hf.experiments.runner import run_grid
+
+    data = helpers.write_imagefolder(tmp_path / "data", (4, 2, 2), size=36)
+    path = grid_file(tmp_path, data, axes={"recipe": ["lp"]}, compare=None)
+    grid = yaml.safe_load(path.read_text())
+    grid.pop("compare")
+    grid["base"].update(cv_folds=2, num_train_epochs=2)
+    path.write_text(yaml.safe_dump(grid))
+    result = run_grid(load_grid(path), progress=False)
+    run_dir = tmp_path / "runs" / "lp" / "seed0"
+    assert (run_dir / "fold0" / "test_results.json").is_file() and (run_dir / "fold1" / "test_results.json").is_file()
+    pooled = json.loads((run_dir / "test_results.json").read_text())
+    assert pooled["cv"]["n_folds"] == 2 and pooled["num_test_examples"] == 16
+    assert result.runs.loc[0, "f1"] == pytest.approx(pooled["metrics"]["f1"])
+    assert result.runs.loc[0, "f1_low"] == pytest.approx(pooled["intervals"]["f1"]["low"])

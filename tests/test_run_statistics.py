@@ -209,3 +209,24 @@ def test_lr_sweep_keeps_the_best_learning_rate_on_validation(tmp_path):
         assert c["validation_metric"] == own["training"]["stages"][-1]["best_metric"]
     kept = json.loads((out / best["folder"] / "test_results.json").read_text())
     assert report["metrics"] == kept["metrics"] and (out / "test_predictions.npz").is_file()
+
+
+def test_breakhis_run_resamples_patients_and_tests_other_magnifications_of_its_test_patients(tmp_path):
+    from tests.data_fixtures import make_breakhis_tree
+
+    tree = make_breakhis_tree(tmp_path / "bh", images_per_patient=2)
+    out = tmp_path / "out"
+    report = run_sft.main([*TINY, "--finetune_mode", "lp", "--num_train_epochs", "1", "--warmup_epochs", "0",
+                           "--dataset", "breakhis", "--dataset_config", "malignant_200x", "--data_dir",
+                           str(tree["root"]), "--cache_dir", str(tmp_path / "cache"), "--split_strategy", "patient",
+                           "--output_dir", str(out), "--bootstrap_resamples", "100",
+                           "--extra_test", "x40=all_magnifications:magnification=40"])
+    test_patients = set(load_predictions(out)["patient_ids"].tolist())
+    assert report["bootstrap"]["unit"] == "patient" and report["bootstrap"]["num_units"] == len(test_patients)
+    assert "real patient ids" in report["bootstrap"]["reason"] and report["intervals"]["f1"]["unit"] == "patient"
+    assert report["patient_level"]["num_patients"] == len(test_patients)
+    assert "patient_recognition_rate" in report["patient_level"]
+    extra = report["extra_tests"]["x40"]
+    shifted = load_predictions(out, extra["predictions_file"])
+    assert set(shifted["patient_ids"].tolist()) == test_patients  # the test patients' 40x images, no one else's
+    assert extra["num_images"] == 2 * len(test_patients) and extra["intervals"]["f1"]["unit"] == "patient"

@@ -3,8 +3,9 @@ own, each reported on its own with the same intervals, calibration and patient-l
 
 - `name=DIR`: an image folder of the run's classes (`<class>/<image>`, or with `train/`, `validation/`, `test/`
   folders, all of which are tested), e.g. another scanner or stain.
-- `name=CONFIG`: another configuration of the run's builder (BreakHis: `malignant_40x` after training on 200x). Only
-  the images of the run's *test patients* are kept, so no patient of the training or validation split leaks in.
+- `name=CONFIG[:column=value]`: another configuration of the run's builder, optionally restricted to one value of a
+  column (BreakHis after training on `malignant_200x`: `x40=all_magnifications:magnification=40`). Only the images
+  of the run's *test patients* are kept, so no patient of the training or validation split leaks in.
 
 Each set adds `report["extra_tests"][name]` (`source`, `kind`, `num_images`, `metrics`, `intervals`, `calibration`,
 `patient_level`, `seconds`) and `test_predictions_<name>.npz`; the grid tables get one column per set.
@@ -42,9 +43,14 @@ def _folder_set(source: str, names: list[str], cache_dir: str | None):
         "label", ds.features["label"].__class__(names=names)), "label", None
 
 
-def _builder_set(data_args, config: str, test_patients: set[str] | None):
+def _builder_set(data_args, source: str, test_patients: set[str] | None):
     from ..run import load_run_data
 
+    config, _, where = source.partition(":")
+    column, _, wanted = where.partition("=")
+    if where and not (column and wanted):
+        raise ValueError(f"--extra_test ...={source}: write CONFIG or CONFIG:column=value, e.g. "
+                         "all_magnifications:magnification=40")
     if test_patients is None:
         raise ValueError(f"--extra_test {config}: a builder config is tested on the run's test patients only, but "
                          "the run's split has no patient ids; pass an image folder instead")
@@ -54,7 +60,12 @@ def _builder_set(data_args, config: str, test_patients: set[str] | None):
     from datasets import concatenate_datasets
 
     full = concatenate_datasets([ds[s] for s in ds])
-    kept = full.filter(lambda b: [str(p) in test_patients for p in b["patient_id"]], batched=True)
+    if column and column not in full.column_names:
+        raise ValueError(f"--extra_test ...={source}: {config} has no column {column!r}; columns: "
+                         f"{', '.join(full.column_names)}")
+    kept = full.filter(lambda b: [str(p) in test_patients and (not column or str(v) == wanted)
+                                  for p, v in zip(b["patient_id"], b[column] if column else b["patient_id"])],
+                       batched=True)
     return kept, manifest["label_column"], manifest
 
 

@@ -112,8 +112,8 @@ class DataArguments:
     extra_test: list[str] | None = field(
         default=None,
         metadata={"help": "extra test sets reported separately, name=DIR (an image folder of the same classes) or "
-                          "name=CONFIG (another config of --dataset, e.g. malignant_40x: the test patients' images "
-                          "only); several: --extra_test a=X b=Y"},
+                          "name=CONFIG[:column=value] (another config of --dataset, the test patients' images only, "
+                          "e.g. x40=all_magnifications:magnification=40); several: --extra_test a=X b=Y"},
     )
 
     def __post_init__(self):

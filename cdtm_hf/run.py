@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from .hub.checkpoint import check_model_source  # issue 17
 from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
 from .training.stages import resolve_resume, stage_plan
 from .training.trainer import CDTMTrainer
+from .training.weights import record_weights_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def run_finetuning(
     training_args: CDTMTrainingArguments,
     run_args: RunArguments | None = None,
     dataset=None,
+    data: tuple[Any, dict] | None = None,
 ) -> dict[str, Any]:
     """Train (all stages of `finetune_mode`), keep the best model on validation, test it, write the results.
 
@@ -143,17 +146,22 @@ def run_finetuning(
         dataset (`datasets.DatasetDict` or `Dataset`, *optional*): the splits themselves, checked, recorded and
             carded like any source (missing validation/test splits carved out of train); `data_args` may then be
             None (or `DataArguments(dataset="datasetdict", image_column_name=..., ...)`).
+        data (`tuple`, *optional*): the `(DatasetDict, manifest)` to use instead of loading `data_args`' splits (a
+            cross-validation fold, issue 19).
     """
     run_args = run_args or RunArguments()
     data_args = data_args or DataArguments(dataset=DATASETDICT)
     model_args, resume = preflight(model_args, data_args, training_args, run_args)
     set_seed(training_args.seed)
     with progress_bars(not training_args.disable_tqdm):
-        ds, manifest = load_run_data(data_args, dataset)
+        ds, manifest = data if data is not None else load_run_data(data_args, dataset)
     names = manifest["class_names"]
     model = build_model(model_args, names, manifest["multi_label"])
+    record_weights_provenance(model.config, model_args.backbone_pretrained_file,
+                              model_args.backbone_pretraining)  # issue 19
     check_disk_space(training_args.output_dir, model, training_args.save_total_limit or 1)
     processor = CDTMImageProcessor.from_model_config(model.config)
+    raw_splits = ds  # issue 19: the patient ids of the test split
     ds = attach_transforms(ds, processor, manifest["label_column"], training_args.augment,
                            augmentation_options(training_args))
     trainer = CDTMTrainer(
@@ -169,7 +177,7 @@ def run_finetuning(
         (output_dir / "training_args.json").write_text(training_args.to_json_string())
         _write_run_args(output_dir, model, model_args, data_args, run_args, training)
     report = _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, training,
-                              push=training_args.push_to_hub)
+                              push=training_args.push_to_hub, run_args=run_args, raw_splits=raw_splits)
     if trainer.is_world_process_zero() and not run_args.keep_checkpoints:
         prune_optimizer_states(output_dir)  # every checkpoint is superseded by the saved model
     return report
@@ -205,6 +213,7 @@ def run_evaluation(
         processor = CDTMImageProcessor.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     except OSError:
         processor = CDTMImageProcessor.from_model_config(model.config)
+    raw_splits = ds  # issue 19: the patient ids of the test split
     ds = attach_transforms(ds, processor, manifest["label_column"], augment=False)
     trainer = CDTMTrainer(model=model, args=_without_trainer_push(training_args), eval_dataset=ds["validation"],
                           processing_class=processor, compute_metrics=compute_metrics)
@@ -213,16 +222,17 @@ def run_evaluation(
     record = json.loads((model_dir / "run_args.json").read_text()) if (model_dir / "run_args.json").is_file() else {}
     return _test_and_record(trainer, training_args, ds["test"], model, data_args, manifest, record.get("training"),
                             push=training_args.push_to_hub and in_place, write_card=in_place,
-                            evaluated=model_args.model_name_or_path)
+                            evaluated=model_args.model_name_or_path, run_args=run_args, raw_splits=raw_splits)
 
 
 def _test_and_record(
     trainer: CDTMTrainer, args: CDTMTrainingArguments, test_set, model: CDTMForImageClassification,
     data_args: DataArguments, manifest: dict, training: dict | None, push: bool, write_card: bool = True,
-    evaluated: str | None = None,
+    evaluated: str | None = None, run_args: RunArguments | None = None, raw_splits=None,
 ) -> dict[str, Any]:
     """Predict the test set, then write the results (and card, and push) into `output_dir`; return the report."""
     output_dir = Path(args.output_dir)
+    started = time.perf_counter()  # issue 19: the main test pass's cost, beside each extra test set's
     prediction = trainer.predict(test_set, metric_key_prefix="test")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     report = evaluation_report(logits, prediction.label_ids, manifest["class_names"],
@@ -242,6 +252,14 @@ def _test_and_record(
     if not trainer.is_world_process_zero():
         return report
     write_manifest(manifest, output_dir)
+    _add_statistics(report, trainer, args, run_args or RunArguments(), model, manifest, logits,
+                    prediction.label_ids, raw_splits)  # issue 19
+    report["test_seconds"] = time.perf_counter() - started
+    if data_args.extra_test:  # issue 19: shifted test sets, each reported on its own
+        from .experiments.extra_tests import run_extra_tests
+
+        report["extra_tests"] = run_extra_tests(trainer, data_args, run_args or RunArguments(),
+                                                trainer.processing_class, manifest, raw_splits, args.seed, output_dir)
     write_results(report, output_dir, method_name(model, finetune_mode))
     if data_args.explain and model.config.use_cdtm:
         from .evaluation.explain import explain_dataset
@@ -298,4 +316,43 @@ def _training_summary(
         "stages": [dict(s) for s in trainer.stage_records],
         "selected_stage": trainer.selected_stage,
         **batch_facts(args), "framework_versions": framework_versions(),  # issue 18
+        "selection_reason": getattr(trainer, "selection_reason", None),  # issue 19
     }
+
+
+
+def _add_statistics(report: dict[str, Any], trainer: CDTMTrainer, args: CDTMTrainingArguments, run_args: RunArguments,
+                    model: CDTMForImageClassification, manifest: dict, logits, label_ids, raw_splits) -> None:
+    """Issue 19: the test metrics' intervals, calibration (with `--calibrate`, a temperature fitted on validation and
+    recorded in config.json), patient-level scores, the plots and the saved test predictions."""
+    from .evaluation.calibration import fit_temperature
+    from .evaluation.patients import patient_ids
+    from .evaluation.run_statistics import save_predictions, statistics_report, write_statistics_plots
+
+    output_dir, names = Path(args.output_dir), manifest["class_names"]
+    groups = patient_ids(raw_splits["test"], manifest) if raw_splits is not None else None
+    temperature = getattr(model.config, "calibration_temperature", None)
+    if run_args.calibrate:
+        val = trainer.predict(trainer.eval_dataset, metric_key_prefix="calibration")
+        val_logits = val.predictions[0] if isinstance(val.predictions, tuple) else val.predictions
+        fit = report["temperature_scaling"] = fit_temperature(val_logits, val.label_ids)
+        if fit["identified"]:
+            temperature = model.config.calibration_temperature = fit["temperature"]
+            if (output_dir / "config.json").is_file():  # the saved model applies it in pipeline() / cdtm-predict
+                model.config.save_pretrained(output_dir)
+            logger.info("Temperature scaling: T = %.3f fitted on %d validation images (NLL %.4f -> %.4f)",
+                        temperature, fit["num_validation_examples"], fit["validation_nll_before"],
+                        fit["validation_nll_after"])
+        else:
+            logger.warning("--calibrate: %s", fit["warning"])
+    report.update(statistics_report(logits, label_ids, names, groups, resamples=run_args.bootstrap_resamples,
+                                    seed=args.seed, temperature=temperature))
+    stages = (report.get("training") or {}).get("stages") or []
+    history = [e for _, h in sorted(getattr(trainer, "stage_log_histories", {}).items()) for e in h]
+    plots = write_statistics_plots(
+        output_dir, logits, label_ids, names, temperature=temperature, log_history=history,
+        metric=args.metric_for_best_model or "f1", title=method_name(model, report.get("finetune_mode")),
+        stage_names={s["stage"]: f"stage {s['stage']}: backbone {s['backbone']}" for s in stages})
+    report["auroc_per_class"] = plots.pop("roc_pr_per_class")
+    report["plots"] = plots
+    report["predictions_file"] = save_predictions(output_dir, logits, label_ids, groups).name

@@ -111,7 +111,8 @@ def test_grid_runs_every_cell_and_seed_and_writes_the_table(full_run):
     lines = (out / "results.md").read_text().splitlines()
     header = "| backbone | Pre-train | recipe | Seeds | Pre (%) | Rec (%) | Acc (%) | F1 Eq. 12 (%) | Macro-F1 (%) |"
     assert header in lines
-    rows = [line for line in lines if line.startswith("| test_vit")]
+    main_table = lines[:next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))]
+    rows = [line for line in main_table if line.startswith("| test_vit")]
     assert len(rows) == 4
     for cell, line in zip(CELLS, rows):
         parts = [p.strip() for p in line.strip("|").split("|")]

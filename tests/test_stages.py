@@ -69,8 +69,13 @@ def test_records_hold_what_each_stage_ran(sft_run):
         assert (out / record["best_checkpoint"]).is_dir() and not os.path.isabs(record["best_checkpoint"])
     assert records[0]["learning_rate"] == 1e-2 and records[1]["learning_rate"] == pytest.approx(1e-3)
     assert [r["backbone_norm_eval"] for r in records] == [False, False]  # test_vit has no BatchNorm
-    expected = 1 if records[0]["best_metric"] > records[1]["best_metric"] else 2
+    m1, m2 = records[0]["best_metric"], records[1]["best_metric"]
+    tie_to_stage1 = m1 == m2 and records[0]["best_eval_loss"] < records[1]["best_eval_loss"]  # issue 19 tie-break
+    expected = 1 if m1 > m2 or tie_to_stage1 else 2
     assert trainer.selected_stage == expected
+    for record in records:  # issue 19: the kept checkpoint's epoch and validation loss are the logged ones
+        best = [e for e in logs if e.get("stage") == record["stage"] and e.get("eval_f1") == record["best_metric"]][0]
+        assert record["best_epoch"] == best["epoch"] and record["best_eval_loss"] == best["eval_loss"]
 
 
 def test_train_leaves_the_users_arguments_as_they_were(sft_run):

@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.table_only:
             _, _, paths = write_tables(grid)
             print(f"results: {paths['csv']}, {paths['markdown']}")
+            _print_comparisons(paths)  # issue 19
             return 0
         run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
                        progress=not args.no_progress)
@@ -89,7 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if run.paths:
         print(f"results: {run.paths['csv']}, {run.paths['markdown']}")
+        _print_comparisons(run.paths)  # issue 19
     return 1 if run.failed else 0
+
+
+def _print_comparisons(paths) -> None:
+    """Issue 19: the grid's paired comparisons, one line each (also in results.md)."""
+    if "comparisons" not in paths:
+        return
+    import json
+
+    from ..experiments.comparisons import comparison_lines
+
+    print("paired comparisons (A minus B, same test images, 95 % paired-bootstrap intervals):")
+    for line in comparison_lines(json.loads(paths["comparisons"].read_text())):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,7 +181,12 @@ def train(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     from ..run import run_evaluation, run_finetuning
 
-    run = run_finetuning if training_args.do_train else run_evaluation
+    if run_args.cv_folds and training_args.do_train:  # issue 19: K-fold cross-validation
+        from ..experiments.cross_validation import run_cross_validation as run
+    elif run_args.lr_sweep and training_args.do_train:  # issue 19: learning rates chosen on validation
+        from ..experiments.lr_sweep import run_lr_sweep as run
+    else:
+        run = run_finetuning if training_args.do_train else run_evaluation
     try:
         report = run(model_args, data_args, training_args, run_args)
     except KeyboardInterrupt:  # issue 17: one line that says what is kept and how to resume

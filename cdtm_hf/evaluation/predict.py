@@ -139,6 +139,7 @@ def predict_images(
             if pixel_values is not None:
                 with torch.no_grad():
                     logits = model(pixel_values=pixel_values.to(device, non_blocking=True)).logits.float()
+                    logits = logits / float(getattr(model.config, "calibration_temperature", None) or 1.0)  # issue 19
                 probs = iter((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
             for i, error in zip(indices, errors):
                 path = images[i]

@@ -19,6 +19,7 @@ from .fields import build_arguments
 from .reading import (
     build_cells,
     read_axes,
+    read_comparisons,
     read_head,
     read_overrides,
     read_recipes,
@@ -45,6 +46,8 @@ class Grid:
     description: str | None = None
     seed_fields: tuple[str, ...] = ("seed",)
     source: str | None = None
+    # issue 19: the paired comparisons (axis, label A, label B) of the grid's `compare` entry
+    comparisons: list[tuple[str, str, str]] | None = None
 
     def run_dir(self, cell: Cell, seed: int) -> Path:
         return self.output_dir / cell.cell_id / f"seed{seed}"
@@ -72,6 +75,8 @@ class Grid:
         values = dict(cell.fields)
         values.update({name: seed for name in self.seed_fields})
         values["output_dir"] = str(self.run_dir(cell, seed))
+        # issue 19: one frozen-feature cache for the whole grid (keyed by data and weights), not one per run
+        values.setdefault("feature_cache_dir", str(self.output_dir / "feature_cache"))
         if resume:
             values["resume_from_checkpoint"] = True
         else:
@@ -84,6 +89,7 @@ class Grid:
             "paper_table": self.paper_table, "seeds": self.seeds, "seed_fields": list(self.seed_fields),
             "axes": self.axes, "output_dir": str(self.output_dir),
             "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields} for c in self.cells],
+            "comparisons": [list(c) for c in self.comparisons or []],
         }
 
 
@@ -137,6 +143,7 @@ def load_grid(
         if root not in run_dir.parents:
             problems.add("axes", f"cell {cell.cell_id!r} would run in {run_dir}, outside output_dir {root}; rename "
                          "its labels")
+    grid.comparisons = read_comparisons(raw, grid.axes, problems)  # issue 19
     problems.raise_if_any(label)
     return grid
 

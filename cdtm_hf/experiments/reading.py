@@ -246,3 +246,39 @@ def build_cells(
         ids[cell_id] = tuple(labels.values())
         cells.append(Cell(i, cell_id, labels, fields_, sources))
     return cells
+
+
+def read_comparisons(raw: Mapping[str, Any], axes: dict[str, list[str]],
+                     problems: Problems) -> list[tuple[str, str, str]]:
+    """Issue 19: the grid's `compare` entry as `(axis, label A, label B)` triples, each A compared with B.
+
+    `compare: lp` compares every other label of the axis that holds `lp` with it; `compare: [lp_cdtm vs lp, ...]`
+    names the pairs, both labels of one axis.
+    """
+    spec = raw.get("compare")
+    if spec is None:
+        return []
+
+    def axis_of(label: str) -> str | None:
+        return next((axis for axis, labels in axes.items() if label in labels), None)
+
+    out: list[tuple[str, str, str]] = []
+    if isinstance(spec, str) and " vs " not in spec:
+        axis = axis_of(spec)
+        if axis is None:
+            problems.add("compare", f"{spec!r} is no label of any axis; labels: "
+                         f"{', '.join(f'{a}: {ls}' for a, ls in axes.items())}")
+            return []
+        return [(axis, label, spec) for label in axes[axis] if label != spec]
+    for i, item in enumerate([spec] if isinstance(spec, str) else spec if isinstance(spec, list) else [None]):
+        parts = [p.strip() for p in item.split(" vs ")] if isinstance(item, str) else []
+        if len(parts) != 2:
+            problems.add(f"compare[{i}]", f"must read 'A vs B' (two labels of one axis), got {item!r}")
+            continue
+        axis_a, axis_b = axis_of(parts[0]), axis_of(parts[1])
+        if axis_a is None or axis_a != axis_b:
+            problems.add(f"compare[{i}]", f"{item!r}: both sides must be labels of one axis; labels: "
+                         f"{', '.join(f'{a}: {ls}' for a, ls in axes.items())}")
+            continue
+        out.append((axis_a, parts[0], parts[1]))
+    return out

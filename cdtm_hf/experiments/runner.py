@@ -132,7 +132,17 @@ def _run_one(grid: Grid, cell: Cell, seed: int, resume: bool, result: GridRun, k
         logger.info("Resuming %s seed %d from its last checkpoint", cell.cell_id, seed)
     (run_dir / "error.txt").unlink(missing_ok=True)
     try:
-        (runner or _run.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
+        arguments = grid.arguments(cell, seed, resume=resume)
+        if runner is None and getattr(arguments[-1], "cv_folds", 0):  # issue 19: a cross-validated cell
+            from .cross_validation import run_cross_validation
+
+            run_cross_validation(*arguments)
+        elif runner is None and getattr(arguments[-1], "lr_sweep", None):  # issue 19: lr chosen on validation
+            from .lr_sweep import run_lr_sweep
+
+            run_lr_sweep(*arguments)
+        else:
+            (runner or _run.run_finetuning)(*arguments)
     except Exception as err:
         if not keep_going:
             raise

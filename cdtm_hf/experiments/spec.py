@@ -44,6 +44,9 @@ GRID_KEYS: dict[str, str] = {
     "seeds": "training seeds; every cell runs once per seed (default [42])",
     "seed_fields": "fields that receive the seed (default [seed]; also data_seed, split_seed)",
     "output_dir": "where runs and tables go (default grids/<name>)",
+    # issue 19
+    "compare": "paired comparisons on the same test images: a baseline label (every other label of its axis vs it) "
+               "or a list of 'A vs B' labels of one axis, e.g. [lp_cdtm vs lp, sft_cdtm vs fft]",
 }
 
 SEED_FIELDS = ("seed", "data_seed", "split_seed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -173,14 +174,22 @@ def results_context(report: Mapping[str, Any]) -> dict[str, str]:
     keys = [k for k in METRICS if k in metrics]
     out = {"results_table": "", "per_class_table": "", "confusion_table": ""}
     if keys:
+        from .card_results import bracket as _bracket  # issue 19: the value with its bootstrap interval
+
+        intervals = report.get("intervals") or {}
         out["results_table"] = markdown_table(
-            [METRIC_DISPLAY_NAMES[k] for k in keys], [[format_pct(metrics[k], suffix=" %") for k in keys]]
+            [METRIC_DISPLAY_NAMES[k] for k in keys],
+            [[f"{format_pct(metrics[k], suffix=' %')} {_bracket(intervals.get(k))}".strip() for k in keys]]
         )
     per_class = report.get("per_class") or {}
     if per_class:
+        from .card_results import bracket as _bracket  # issue 19
+
+        boot = report.get("per_class_intervals") or {}
         out["per_class_table"] = markdown_table(
             ["Class", "Precision", "Recall", "F1", "Support"],
-            [[label, *(format_pct(row.get(k)) for k in ("precision", "recall", "f1")), row.get("support")]
+            [[label, *(f"{format_pct(row.get(k))} {_bracket((boot.get(label) or {}).get(k))}".strip()
+                       for k in ("precision", "recall", "f1")), row.get("support")]
              for label, row in per_class.items()],
         )
     matrix = report.get("confusion_matrix")
@@ -247,6 +256,10 @@ def training_context(report: Mapping[str, Any]) -> dict[str, str]:
     }
     training.pop("finetune_mode", None)
     out["framework_versions"] = framework_versions_list(training.pop("framework_versions", None))
+    from .card_results import selection_context  # issue 19
+
+    out.update(selection_context(report, stages, selected, metric))
+    training.pop("selection_reason", None)
     rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
     if "seed" in report:
         rows.append(["`seed`", report["seed"]])
@@ -290,10 +303,16 @@ class CardBackbone:
         )
         if not from_pretrained:
             pretraining = "none, the backbone was not initialised from pretrained weights"
-        elif preset:
+        elif config.get("backbone_pretraining"):  # issue 19: named by the user (--backbone_pretraining)
+            pretraining = str(config["backbone_pretraining"])
+        elif preset and not pretrained_file:
             pretraining = preset.pretraining
         else:
-            pretraining = "not recorded, the backbone is not one of the cdtm_hf presets"
+            pretraining = "not recorded (pass --backbone_pretraining to name it)"
+        provenance = config.get("backbone_pretrained_file_provenance") or {}
+        if from_pretrained and pretrained_file:  # issue 19: the file's hash, not its path as typed
+            digest = f", sha256 `{provenance['sha256']}`" if provenance.get("sha256") else ", no hash recorded"
+            pretraining += f"; weights from a local file (`{Path(str(pretrained_file)).name}`{digest})"
         # weights from a local file are not the library's Hub weights: no base_model claim for them
         hub_id = None
         if from_pretrained and not pretrained_file:
@@ -323,3 +342,4 @@ def details_table(config: Mapping[str, Any], backbone: CardBackbone, labels: lis
         ("Problem type", config.get("problem_type") or "single_label_classification"),
     ]
     return markdown_table(["", ""], rows)
+

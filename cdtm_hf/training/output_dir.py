@@ -37,6 +37,8 @@ RUN_FILES = (
     "test_results.json", "test_results.md", "confusion_matrix.png", "README.md", "run_args.json", "training_args.json",
     "training_args.bin", "split_manifest.json", "config.json", "preprocessor_config.json", "model.safetensors",
     "model.safetensors.index.json", "all_results.json", "eval_results.json", "trainer_state.json",
+    # issue 19: the plots and the test predictions the grid compares runs on
+    "reliability_diagram.png", "roc_pr_curves.png", "training_curves.png", "test_predictions.npz",
 )
 RUN_DIRS = (*STAGE_DIRS, STAGE1_BEST_DIR, "runs", "explain")
 RUN_MARKERS = ("test_results.json", "model.safetensors", "run_args.json", *STAGE_DIRS, "runs")

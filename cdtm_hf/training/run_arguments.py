@@ -83,6 +83,12 @@ class ModelArguments:
         default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
     cdtm_max_parameters: int | None = field(
         default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
+    # issue 19
+    backbone_pretraining: str | None = field(
+        default=None,
+        metadata={"help": "what the backbone was pretrained on, e.g. \"ImageNet-1k\" (recorded in config.json and "
+                          "the card; the presets know theirs, a --backbone_pretrained_file does not)"},
+    )
 
     def hub_kwargs(self) -> dict[str, str | None]:
         """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""
@@ -147,12 +153,25 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "a stratified, seeded subset of validation (debugging); keeps every class"}
     )
+    # issue 19
+    extra_test: list[str] | None = field(
+        default=None,
+        metadata={"help": "extra test sets reported separately, name=DIR (an image folder of the same classes) or "
+                          "name=CONFIG[:column=value] (another config of --dataset, the test patients' images only, "
+                          "e.g. x40=all_magnifications:magnification=40); several: --extra_test a=X b=Y"},
+    )
 
     def __post_init__(self):
         problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy,
                                       dataset_name=self.dataset_name, dataset_config_name=self.dataset_config_name)
         if problem:
             raise FieldError(*problem)
+        for item in self.extra_test or []:  # issue 19
+            name, _, source = str(item).partition("=")
+            _require(bool(name and source) and name.replace("_", "").replace("-", "").isalnum(), "extra_test",
+                     f"extra_test {item!r} must read name=DIR or name=CONFIG (name: letters, digits, _ or -)")
+        names = [str(i).partition("=")[0] for i in self.extra_test or []]
+        _require(len(set(names)) == len(names), "extra_test", f"extra_test names repeat: {names}")
         _require(self.dataset != IMAGEFOLDER or bool(self.data_dir or self.dataset_name), "data_dir",
                  "dataset imagefolder needs data_dir: pass --data_dir <folder> holding <class>/ folders of images, "
                  "optionally under train/, validation/ and test/")
@@ -188,6 +207,39 @@ class RunArguments:
         default=False,
         metadata={"help": "keep the optimizer states of superseded checkpoints (removed at the end of a run)"},
     )
+    # issue 19
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata={"help": "bootstrap resamples for the 95 %% intervals of every test metric (patients where the "
+                          "split has patient ids, else images); 0 turns the intervals off"},
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "fit a temperature on the validation split (recorded in config.json, applied by "
+                          "pipeline() and cdtm-predict); the test calibration is reported before and after"},
+    )
+
+    cv_folds: int = field(
+        default=0,
+        metadata={"help": "K > 1: K-fold cross-validation (patient-grouped, stratified, seeded by --split_seed) over "
+                          "all the data's images; each fold runs in <output_dir>/fold<k>; 0: one run on the split"},
+    )
+
+    lr_sweep: list[float] | None = field(
+        default=None,
+        metadata={"help": "learning rates to try, each in <output_dir>/lr<lr>; the best on validation is kept "
+                          "(ties: lower validation loss); the test set never chooses"},
+    )
+
+    def __post_init__(self):  # issue 19
+        _require(not self.lr_sweep or all(lr > 0 for lr in self.lr_sweep), "lr_sweep",
+                 f"lr_sweep learning rates must be positive, got {self.lr_sweep}")
+        _require(not (self.lr_sweep and self.cv_folds), "lr_sweep",
+                 "pass --lr_sweep or --cv_folds, not both (sweep first, then cross-validate the chosen rate)")
+        _require(self.cv_folds == 0 or self.cv_folds >= 2, "cv_folds",
+                 f"cv_folds must be 0 (no cross-validation) or at least 2, got {self.cv_folds}")
+        _require(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 2, "bootstrap_resamples",
+                 f"bootstrap_resamples must be 0 (off) or at least 2 (1000 by default), got {self.bootstrap_resamples}")
 
 
 def resolve_model_args(model_args: ModelArguments) -> ModelArguments:

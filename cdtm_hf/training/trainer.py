@@ -40,6 +40,7 @@ from .mixup import build_mixup
 from .lora import apply_lora, merge_lora, method_record, uses_lora
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
+from .selection import best_epoch_record, selection_reason  # issue 19
 from .weights import load_saved_weights
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ __all__ = ["STAGE_RECORD_KEYS", "CDTMTrainer", "StagedTensorBoardCallback"]
 STAGE_RECORD_KEYS = (
     "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
     "best_metric", "best_checkpoint", "layer_decay", "ema",
+    # issue 19: the kept checkpoint's epoch, step and validation loss; whether the metric was still rising
+    "best_epoch", "best_step", "best_eval_loss", "eval_epochs", "still_improving",
     # issue 20: how the backbone trained ("frozen", "full", "lora"), the LoRA rank, what share of the model trained
     "method", "lora_r", "trainable_parameters", "trainable_share",
 )
@@ -238,8 +241,9 @@ class CDTMTrainer(Trainer):
         if n_bn and self.model.backbone_norm_eval:
             logger.info(
                 "Stage %d: keeping the running statistics of the backbone's %d BatchNorm layers fixed "
-                "(backbone_norm_eval=%s): stage %d trained CDTM and the head on features computed with them",
+                "(backbone_norm_eval=%s): stage %d trained %s on features computed with them",
                 stage.index, n_bn, user_args.backbone_norm_eval, stage.index - 1,
+                "CDTM and the head" if self.model.config.use_cdtm else "the head",  # issue 19: no CDTM, no claim
             )
         elif n_bn:
             logger.warning(
@@ -327,6 +331,8 @@ class CDTMTrainer(Trainer):
 
     def _record(self, stage: Stage, plan: list[Stage], state: TrainerState, ema: dict | None = None) -> None:
         """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
+        # issue 19: each stage's log history, for the training-curves plot
+        self.stage_log_histories = {**getattr(self, "stage_log_histories", {}), stage.index: list(state.log_history)}
         best, best_metric = state.best_model_checkpoint, state.best_metric
         if ema and ema["kept"]:  # --model_ema: the kept EMA weights are the stage's best model (stage1_best in SFT)
             best_metric = ema["metric"]
@@ -349,6 +355,7 @@ class CDTMTrainer(Trainer):
             "layer_decay": None if stage.frozen_backbone else self.args.layer_decay,
             "ema": ema,
             **method_record(self.model, stage.frozen_backbone, self._lora_records.get(stage.index)),
+            **best_epoch_record(state, self.args.metric_for_best_model),  # issue 19
         })
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
@@ -376,6 +383,12 @@ class CDTMTrainer(Trainer):
         if m1 is None or m2 is None:
             return
         stage1_better = m1 > m2 if args.greater_is_better else m1 < m2
+        # issue 19: a tie on the selection metric (e.g. a saturated validation set) goes to the lower validation loss
+        self.selection_reason = selection_reason(m1, m2, first.get("best_eval_loss"), last.get("best_eval_loss"),
+                                                 args.metric_for_best_model, args.greater_is_better)
+        if m1 == m2:
+            loss1, loss2 = first.get("best_eval_loss"), last.get("best_eval_loss")
+            stage1_better = loss1 is not None and loss2 is not None and loss1 < loss2
         checkpoint = self._best_checkpoints.get(first["stage"])
         if stage1_better and checkpoint and os.path.isdir(checkpoint):
             load_saved_weights(self.model, checkpoint)
@@ -406,3 +419,4 @@ class CDTMTrainer(Trainer):
         if self.stage is not None:
             logs = {**logs, "stage": self.stage.index}
         super().log(logs, *args, **kwargs)
+

@@ -8,12 +8,19 @@ For each `torch.compile` setting, in one process on the same data:
 Prints the median seconds per optimizer step (the first `--warmup` steps of each run dropped; CUDA synchronised at
 both ends of a step), the ratio of our stage 2 step to the reference step, and the peak GPU memory of each run.
 Random weights: nothing is downloaded. `--allow_cpu` runs the same code on the CPU (a smoke test, not a measure).
+
+    python benchmarks/gpu_check.py --large [--large_backbone uni] [--batch 32] [--steps 24]
+
+The large-backbone case (issue 20): ViT-L/16 with UNI's architecture (the `uni` preset, random weights), one SFT run
+per stage-2 setting: full stage 2, LoRA stage 2 (r = 8), and full stage 2 with gradient checkpointing. Prints the
+median stage-2 step time and the peak GPU memory of stage 2 (reset when stage 2 starts), and the ratios to full.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +41,12 @@ from cdtm_hf.training.trainer import CDTMTrainer
 NUM_LABELS = 4
 
 
+def _stage_of(args) -> int:
+    """The stage a callback runs in: each stage's trainer writes to <output_dir>/stage<k> (1 for a plain Trainer)."""
+    name = os.path.basename(os.path.normpath(args.output_dir))
+    return int(name[5:]) if name.startswith("stage") and name[5:].isdigit() else 1
+
+
 class StepTimer(TrainerCallback):
     """Seconds per optimizer step, per stage (`trainer.stage.index`; 1 for a plain Trainer)."""
 
@@ -50,7 +63,7 @@ class StepTimer(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self._sync()
-        stage = self.trainer.stage.index if self.trainer is not None else 1
+        stage = _stage_of(args)
         self.times.setdefault(stage, []).append(time.perf_counter() - self._start)
 
 
@@ -113,6 +126,73 @@ def run_ours(args, data, compile_on: bool, tmp: str) -> dict:
     return result
 
 
+class Stage2Peak(TrainerCallback):
+    """Reset the peak-memory counter when stage 2 starts, so its peak is stage 2's alone."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if _stage_of(args) == 2 and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+
+LARGE_CASES = {
+    "full": {},
+    "lora r=8": {"stage2_method": "lora", "lora_r": 8, "lora_alpha": 16},
+    "full + gradient checkpointing": {"gradient_checkpointing": True},
+}
+
+
+def run_large(args, data, name: str, extra: dict, tmp: str) -> dict:
+    """One SFT run of the large backbone with one stage-2 setting; stage 2's median step and peak memory."""
+    reset_memory()
+    model = CDTMForImageClassification(CDTMConfig(backbone=args.large_backbone, image_size=args.image_size,
+                                                  num_labels=NUM_LABELS))
+    slug = name.replace(" ", "_").replace("=", "").replace("+", "")
+    targs = CDTMTrainingArguments(
+        output_dir=f"{tmp}/large-{slug}", finetune_mode="sft", stage1_epochs=1, stage2_epochs=1, warmup_epochs=0,
+        load_best_model_at_end=False, stage2_from_best=False, feature_cache_dir=f"{tmp}/cache-large",
+        **common_args(args, False), **extra,
+    )
+    trainer = CDTMTrainer(model=model, args=targs, train_dataset=data)
+    timer = StepTimer(trainer)
+    trainer.add_callback(timer)
+    trainer.add_callback(Stage2Peak(trainer))
+    trainer.train()
+    record = trainer.stage_records[-1]
+    result = {"stage2": median_after(timer.times.get(2, []), args.warmup), "peak": peak_gb(),
+              "share": record["trainable_share"], "params": model.num_parameters()}
+    del trainer, model
+    return result
+
+
+def main_large(args) -> int:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    print(f"large backbone: torch {torch.__version__}, {device}, preset {args.large_backbone} (random weights), "
+          f"{args.image_size}px, bf16, batch {args.batch}, {args.steps} steps per stage, first {args.warmup} dropped")
+    data = RandomImages(args.batch * args.steps, args.image_size)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in LARGE_CASES.items():
+            try:
+                results[name] = run_large(args, data, name, extra, tmp)
+            except Exception as exc:  # an out-of-memory is a result to print, not a crash of the check
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    full = results.get("full", {})
+    rows = []
+    for name, r in results.items():
+        if "error" in r:
+            rows.append([name, f"failed: {r['error']}", "–", "–", "–", "–"])
+            continue
+        rows.append([name, format_number(100 * r["share"], 2, suffix=" %"), format_number(r["stage2"], 4),
+                     format_number(r["stage2"] / full["stage2"], 2, suffix="x") if "stage2" in full else "–",
+                     format_number(r["peak"], 2),
+                     format_number(r["peak"] / full["peak"], 2, suffix="x") if "peak" in full else "–"])
+    print(markdown_table(["stage 2", "trainable", "s/step", "step vs full", "peak (GiB)", "peak vs full"], rows))
+    return 0
+
+
 def run_reference(args, data, compile_on: bool, tmp: str) -> dict:
     reset_memory()
     model_args = {"img_size": args.image_size} if args.image_size != 224 and "vit" in args.backbone else None
@@ -138,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=6, help="steps dropped from the start of each run")
     parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
     parser.add_argument("--allow_cpu", action="store_true", help="run on the CPU (a smoke test of this script)")
+    parser.add_argument("--large", action="store_true", help="the large-backbone case: full vs LoRA vs grad ckpt")
+    parser.add_argument("--large_backbone", default="uni", help="a preset (default uni: ViT-L/16)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing measured.")
         return 0
+    if args.large:
+        return main_large(args)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     print(f"torch {torch.__version__}, {device}, {args.backbone} (random weights), {args.image_size}px, bf16, "
           f"batch {args.batch}, {args.steps} steps per stage, first {args.warmup} steps dropped")

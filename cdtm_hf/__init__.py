@@ -19,6 +19,7 @@ other public name is imported on first use.
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from . import _compat
+from . import logging as _package_logging
 from ._lazy import lazy_exports
 from .core.configuration_cdtm import CDTM_VARIANTS, CDTMConfig
 from .core.image_processing_cdtm import CDTMImageProcessor, to_rgb_image
@@ -44,6 +45,7 @@ CDTMForImageClassification.register_for_auto_class("AutoModelForImageClassificat
 CDTMImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 _compat.install()
+_package_logging.install()  # the cdtm_hf logger follows transformers' verbosity (cdtm_hf/logging.py)
 
 # public name -> the module that defines it, imported on first use
 _EXPORTS = {

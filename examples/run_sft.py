@@ -11,6 +11,8 @@ Evaluate a saved model without training (HF style):
 
 Also runs as plain `python examples/run_sft.py ...`, with one JSON/YAML file of arguments, or as the installed
 `cdtm-train`; this file is a shell over `cdtm_hf.cli.train`. Every option: `python examples/run_sft.py --help`.
+Several GPUs or machines, FSDP, DeepSpeed, two CPU processes: `accelerate launch --config_file
+examples/accelerate/<setup>.yaml examples/run_sft.py ...` (docs/distributed.md).
 """
 
 import os

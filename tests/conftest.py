@@ -32,3 +32,32 @@ def tiny_open_clip(tmp_path_factory):
     path.write_text(json.dumps(cfg))
     open_clip.add_model_config(path)
     return TINY_OPEN_CLIP
+
+
+def _hf_logging_state():
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+
+
+_SESSION_LOGGING_STATE = _hf_logging_state()
+
+
+@pytest.fixture(autouse=True)
+def _hf_logging_state_restored():
+    """Each test ends with the libraries' logging state as the session began: a CLI run in-process (the demo's `main`
+    in a module fixture, a run's `setup_logging`) sets process-wide verbosity and progress bars, as a command should,
+    and that must not leak into the next test."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    def restore():
+        verbosity, bars, datasets_bars = _SESSION_LOGGING_STATE
+        hf_logging.set_verbosity(verbosity)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        (datasets.enable_progress_bars if datasets_bars else datasets.disable_progress_bars)()
+
+    restore()
+    yield
+    restore()

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +151,13 @@ def test_from_pretrained_is_strict_and_allow_missing_keys_opts_out(saved_model, 
     model = CDTMForImageClassification.from_pretrained(cut, allow_missing_keys=True)
     assert model.head.fc.weight.shape[0] == 2
     CDTMForImageClassification.from_pretrained(model_dir)  # a complete checkpoint loads as before
+    other = shutil.copytree(model_dir, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config.update(id2label={"0": "a", "1": "b", "2": "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointKeysError, match="2 tensor.s. of another shape: head.fc.bias, head.fc.weight"):
+        CDTMForImageClassification.from_pretrained(other)  # not transformers' "look at the above report"
+    assert CDTMForImageClassification.from_pretrained(other, ignore_mismatched_sizes=True).config.num_labels == 3
 
 
 # ---- 2. files skipped for their extension; GIF accepted ---------------------------------------------------------
@@ -339,9 +345,13 @@ def test_a_full_disk_during_a_run_names_the_folder_and_the_file(tmp_path, capsys
 
     import cdtm_hf.run
 
-    def full(*args, **kwargs):
-        target = tmp_path / "out" / "stage2" / "checkpoint-4" / "model.safetensors"
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    def full(*args, **kwargs):  # stage 2's checkpoint-2 is complete; checkpoint-4 fails half-way
+        stage2 = tmp_path / "out" / "stage2"
+        for step in (2, 4):
+            (stage2 / f"checkpoint-{step}").mkdir(parents=True)
+            (stage2 / f"checkpoint-{step}" / "config.json").write_text("{}")
+        (stage2 / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        raise OSError(errno.ENOSPC, "No space left on device", str(stage2 / "checkpoint-4" / "model.safetensors"))
 
     monkeypatch.setattr(cdtm_hf.run, "run_finetuning", full)
     data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2), size=32)
@@ -349,6 +359,9 @@ def test_a_full_disk_during_a_run_names_the_folder_and_the_file(tmp_path, capsys
     line = one_error_line(capsys)
     assert line.startswith(f"error: no space left in {tmp_path / 'out' / 'stage2' / 'checkpoint-4'}")
     assert "could not write model.safetensors" in line
+    stage2 = tmp_path / "out" / "stage2"
+    assert (stage2 / "checkpoint-2" / "trainer_state.json").is_file()  # the last good checkpoint stays
+    assert not (stage2 / "checkpoint-4").exists()  # the half-written one would break --resume_from_checkpoint True
 
 
 def test_hub_push_offline_with_a_token_is_one_line(saved_model, tmp_path, capsys, monkeypatch):
@@ -407,20 +420,69 @@ def test_a_second_run_into_the_same_output_dir_is_refused(tmp_path, capsys):
 
     lock_output_dir(out)
     release_output_dir(out)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_a_run_called_from_python_releases_its_lock_however_it_ends(tmp_path):
+    from types import SimpleNamespace
+
+    from cdtm_hf.training.output_dir import LOCK_FILE, lock_output_dir, releases_output_dir_lock
+
+    @releases_output_dir_lock
+    def run(model_args, data_args, training_args, run_args=None):
+        lock_output_dir(training_args.output_dir)  # what the pre-flight does
+        raise ValueError("the run failed")
+
+    args = SimpleNamespace(output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError):
+        run(None, None, args)
+    assert not (tmp_path / "out" / LOCK_FILE).exists()
+    probe = subprocess.run(  # another process can take the folder now
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(tmp_path / "out" / LOCK_FILE)])
+    assert probe.returncode == 0
+
+
+#: run_sft.py with one addition that changes no number: after stage 2's first checkpoint it says so and waits
+PAUSED_RUN = """
+import sys, time
+from transformers import TrainerCallback
+import cdtm_hf.training.trainer as trainer_module
+
+class PauseAfterFirstStage2Checkpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if args.output_dir.rstrip("/").endswith("stage2"):
+            print("checkpoint saved", flush=True)
+            time.sleep(600)
+
+init = trainer_module.CDTMTrainer.__init__
+def patched(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.add_callback(PauseAfterFirstStage2Checkpoint())
+trainer_module.CDTMTrainer.__init__ = patched
+
+from cdtm_hf.cli.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+SFT = ["--finetune_mode", "sft", "--stage1_epochs", "1", "--stage2_epochs", "2", "--warmup_epochs", "0",
+       "--per_device_train_batch_size", "4", "--lr_scheduler_type", "constant", "--learning_rate", "3e-4"]
+
+
+def start_paused_run(argv, cwd):
+    """A run_sft.py process stopped right after its first stage-2 checkpoint (it prints, then waits)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_RUN, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip() == "checkpoint saved":
+            return proc
+    pytest.fail(f"the run ended before stage 2 saved a checkpoint: {proc.communicate()[1][-3000:]}")
 
 
 def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
     data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2), size=32)
     out = tmp_path / "out"
-    argv = [*TINY, "--data_dir", str(data), "--output_dir", str(out), "--finetune_mode", "sft", "--stage1_epochs",
-            "1", "--stage2_epochs", "200", "--warmup_epochs", "0", "--per_device_train_batch_size", "4"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "run_sft.py"), *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not list(out.glob("stage2/checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.2)
+    proc = start_paused_run([*TINY, *SFT, "--data_dir", str(data), "--output_dir", str(out)], tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -429,8 +491,26 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_says_how_to_resume(tmp_
     assert last.startswith("interrupted: stopped by Ctrl-C; the last checkpoint") and \
         "--resume_from_checkpoint True" in last
     kept = sorted(out.glob("stage2/checkpoint-*"))
-    assert kept and (kept[0] / "model.safetensors").is_file()
+    assert kept and str(kept[-1]) in last and (kept[-1] / "model.safetensors").is_file()
     assert not (out / LOCK_NAME).exists()
+
+
+def test_sigkill_in_stage2_then_resume_equals_an_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    data = write_imagefolder(tmp_path / "data", per_class=(4, 2, 2), size=32)
+    common = [*TINY, *SFT, "--data_dir", str(data)]
+    killed = tmp_path / "killed"
+    proc = start_paused_run([*common, "--output_dir", str(killed)], tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert train([*common, "--output_dir", str(killed), "--resume_from_checkpoint", "True"]) == 0
+    assert train([*common, "--output_dir", str(tmp_path / "straight")]) == 0
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] == b[key]).all(), key
 
 
 LOCK_NAME = ".cdtm_run.lock"

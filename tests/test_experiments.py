@@ -111,7 +111,8 @@ def test_grid_runs_every_cell_and_seed_and_writes_the_table(full_run):
     lines = (out / "results.md").read_text().splitlines()
     header = "| backbone | Pre-train | recipe | Seeds | Pre (%) | Rec (%) | Acc (%) | F1 Eq. 12 (%) | Macro-F1 (%) |"
     assert header in lines
-    rows = [line for line in lines if line.startswith("| test_vit")]
+    main_table = lines[:next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))]
+    rows = [line for line in main_table if line.startswith("| test_vit")]
     assert len(rows) == 4
     for cell, line in zip(CELLS, rows):
         parts = [p.strip() for p in line.strip("|").split("|")]
@@ -202,6 +203,9 @@ def test_one_error_lists_every_problem_and_suggests_the_fix(tmp_path):
 def test_shipped_grids_are_valid(path):
     grid = load_grid(path, check_paths=False)
     assert grid.cells and grid.seeds == [0, 1, 2]
+    if grid.paper_table is None:  # a question no paper has answered yet (pathology_fms): no paper column
+        assert path.stem == "pathology_fms"
+        return
     table = load_paper_results()["tables"][grid.paper_table]
     assert table["source"]
     if path.stem == "transfer_study":

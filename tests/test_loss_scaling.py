@@ -162,7 +162,8 @@ def test_two_cpu_processes_keep_losses_and_gradients(data, reference, tmp_path):
     script.write_text(LAUNCHED)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "examples" / "accelerate" / "ddp_cpu.yaml"), "--main_process_port", "29517", str(script), str(tmp_path / "records"), *RUN,
+               str(REPO / "examples" / "accelerate" / "ddp_cpu.yaml"), "--main_process_port", "29517", str(script),
+               str(tmp_path / "records"), *RUN,
                "--data_dir", str(data), "--output_dir", str(out), "--use_cpu", "True",
                "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

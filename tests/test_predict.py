@@ -72,3 +72,23 @@ def test_missing_input_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images found"):
         collect_images([tmp_path / "empty"])
+
+
+def test_predict_decodes_in_dataloader_workers_under_a_bar(saved_model, tmp_path, capsys):
+    """Issue 18 item 5: `--num_workers` decodes in worker processes (the same rows as in-process), with a progress
+    bar that `--disable_tqdm` hides."""
+    path, _ = saved_model
+    data = write_imagefolder(tmp_path / "data", per_class=(3, 1, 1))
+    (data / "train" / "benign" / "broken.png").write_bytes(b"not a png")
+    assert main([str(path), str(data), "--output", str(tmp_path / "w0.csv"), "--num_workers", "0",
+                 "--batch_size", "3"]) == 1
+    assert "Classifying images: 100%|" in capsys.readouterr().err
+    assert main([str(path), str(data), "--output", str(tmp_path / "w2.csv"), "--num_workers", "2",
+                 "--batch_size", "3", "--disable_tqdm"]) == 1
+    assert "Classifying images" not in capsys.readouterr().err
+    in_process, workers = read(tmp_path / "w0.csv"), read(tmp_path / "w2.csv")
+    assert len(in_process) == 11 and [r["path"] for r in workers] == [r["path"] for r in in_process]
+    for a, b in zip(in_process, workers):
+        assert a["label"] == b["label"] and a["error"] == b["error"]
+        assert float(a["prob_benign"] or 0) == pytest.approx(float(b["prob_benign"] or 0), abs=1e-6)
+    assert [r["path"].endswith("broken.png") for r in workers if r["error"]] == [True]

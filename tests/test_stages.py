@@ -73,6 +73,10 @@ def test_records_hold_what_each_stage_ran(sft_run):
     tie_to_stage1 = m1 == m2 and records[0]["best_eval_loss"] < records[1]["best_eval_loss"]  # issue 19 tie-break
     expected = 1 if m1 > m2 or tie_to_stage1 else 2
     assert trainer.selected_stage == expected
+    for record in records:  # issue 19: the kept checkpoint's epoch and validation loss are the logged ones
+        tied = [e for e in logs if e.get("stage") == record["stage"] and e.get("eval_f1") == record["best_metric"]]
+        best = min(tied, key=lambda e: e["eval_loss"])  # issue 19 item 9: of tied epochs, the lowest loss (then first)
+        assert record["best_epoch"] == best["epoch"] and record["best_eval_loss"] == best["eval_loss"]
 
 
 def test_train_leaves_the_users_arguments_as_they_were(sft_run):

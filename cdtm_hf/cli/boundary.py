@@ -41,6 +41,10 @@ _NAMED_ERRORS = (
     ("yaml", "YAMLError"),
 )
 
+#: what every command's --help says about the boundary
+DEBUG_HELP = (f"Bad input is reported on one line (exit status 2); add --debug or set {DEBUG_ENV}=1 for the full "
+              "traceback.")
+
 _output_dir: list[str] = []
 
 
@@ -165,6 +169,7 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.exit(2, f"error: {parser.prog}: {message} (see {parser.prog} --help)\n")
 
     parser.error = error  # type: ignore[method-assign]
+    parser.epilog = " ".join(filter(None, [parser.epilog, DEBUG_HELP]))
     return parser
 
 

@@ -62,14 +62,6 @@ def _dry_run(grid) -> None:
     check_recorded_cells(grid)
 
 
-def _print_flags(grid, runs) -> None:
-    """Issue 19 item 9: the under-trained runs and each lr sweep's choice, printed with the result paths."""
-    from ..experiments.sweep import training_notes
-
-    for note in training_notes(grid.cells, runs):
-        print(note.replace("**", ""))
-
-
 @command_line
 def main(argv: Sequence[str] | None = None) -> int:
     """The `cdtm-grid` command: 0 when every run finished, 1 when a run failed (`--keep_going`), 2 for a bad grid."""
@@ -88,18 +80,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.table_only:
             runs, _, paths = write_tables(grid)
-            _print_flags(grid, runs)  # issue 19 item 9
             print(f"results: {paths['csv']}, {paths['markdown']}")
+            _print_comparisons(paths)  # issue 19
+            _print_training_flags(runs)  # issue 19 item 9
             return 0
         run = run_grid(grid, max_cells=args.max_cells, only=args.only, keep_going=args.keep_going,
                        progress=not args.no_progress)
     except GridError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    _print_flags(grid, run.runs)  # issue 19 item 9
     if run.paths:
         print(f"results: {run.paths['csv']}, {run.paths['markdown']}")
+        _print_comparisons(run.paths)  # issue 19
+        _print_training_flags(run.runs)  # issue 19 item 9
     return 1 if run.failed else 0
+
+
+def _print_comparisons(paths) -> None:
+    """Issue 19: the grid's paired comparisons, one line each (also in results.md)."""
+    if "comparisons" not in paths:
+        return
+    import json
+
+    from ..experiments.comparisons import comparison_lines
+
+    print("paired comparisons (A minus B, same test images, 95 % paired-bootstrap intervals):")
+    for line in comparison_lines(json.loads(paths["comparisons"].read_text())):
+        print(f"  {line}")
+
+
+def _print_training_flags(runs) -> None:
+    """Issue 19 item 9: the runs flagged in results.md's *Training flags* (still rising at the end, or at the ceiling)."""
+    from ..experiments.comparisons import training_flags
+
+    for text, flagged in training_flags(runs):
+        print(f"training flag: {text}: {flagged}")
 
 
 if __name__ == "__main__":  # pragma: no cover

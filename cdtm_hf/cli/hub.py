@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .boundary import OneLineParser, command_line
+from .boundary import OneLineParser, command_line, one_line_errors
 
 __all__ = ["main"]
 
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("recipe-cards", "recipes"):  # "recipes" is the older name of the same command
         recipes = sub.add_parser(name, help="(re)write model_cards/<name>/README.md of the published recipes")
         recipes.add_argument("--out", default="model_cards")
-    return parser
+    return one_line_errors(parser)
 
 
 @command_line

@@ -32,10 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16, help="images a forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold of multi-label models")
+    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader processes that decode the images while the model runs (0: this process)")
+    parser.add_argument("--disable_tqdm", action="store_true", help="no progress bar")
     one_line_errors(parser)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     _check_output(args.output)
     logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     from ..evaluation.predict import collect_images, load_for_inference, predict_images, write_predictions_csv
@@ -44,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_model_source(args.model)
     images = collect_images(args.inputs)
     model, processor = load_for_inference(args.model, args.device)
-    rows = predict_images(model, processor, images, args.batch_size, args.threshold)
+    from ..logging import progress_bars
+
+    with progress_bars(not args.disable_tqdm):
+        rows = predict_images(model, processor, images, args.batch_size, args.threshold, args.num_workers)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     path = write_predictions_csv(rows, args.output, names)
     failed = sum(1 for row in rows if row["error"])

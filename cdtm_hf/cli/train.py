@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 
-from .boundary import RunInterrupted, command_line, one_line_errors, refuse_unknown_flags, writing_into
+from .boundary import (RunInterrupted, command_line, no_space_message, one_line_errors, refuse_unknown_flags,
+                       writing_into)
 
 __all__ = ["build_parser", "main", "parse", "train"]
 
@@ -58,7 +59,79 @@ def build_parser():
         elif action.dest == "output_dir":
             action.required = True
             action.help = "where the model, checkpoints, results and model card are written (required)"
+    _group_help(parser, (ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))  # issue 18
     return parser
+
+
+#: the inherited TrainingArguments options `--help` lists beside the paper's defaults (the rest: `--help_all`)
+COMMON_TRAINING_OPTIONS = ("output_dir", "do_train", "seed", "resume_from_checkpoint", "gradient_accumulation_steps",
+                           "logging_steps", "disable_tqdm", "use_cpu", "push_to_hub", "hub_model_id")
+TRAINING_ARGUMENTS_DOCS = "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"
+
+
+def _group_help(parser, dataclass_types) -> None:
+    """`--help`: the package's own options by group, then the TrainingArguments options whose defaults it sets and
+    the most used ones, and a pointer for the other inherited ones; `--help_all` prints every option."""
+    import argparse
+    import copy
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    model_t, data_t, training_t, run_t = dataclass_types
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    by_dest: dict[str, list] = {}
+    for action in parser._actions:
+        by_dest.setdefault(action.dest, []).append(action)
+
+    def actions(names):  # display copies: one spelling per option, the --no_<flag> twins left to --help_all
+        out = []
+        for action in (a for name in names for a in by_dest.get(name, ())):
+            if any(o.startswith("--no_") for o in action.option_strings):
+                continue
+            shown = copy.copy(action)
+            shown.option_strings = action.option_strings[:1]
+            if shown.default is None:
+                shown.default = argparse.SUPPRESS  # no "(default: None)"
+            out.append(shown)
+        return out
+
+    def names(cls, keep=lambda name: True):
+        return [f.name for f in dataclasses.fields(cls) if keep(f.name)]
+
+    sections = [
+        ("model (cdtm_hf ModelArguments)", actions(names(model_t))),
+        ("data (cdtm_hf DataArguments)", actions(names(data_t))),
+        ("fine-tuning (cdtm_hf CDTMTrainingArguments)", actions(names(training_t, lambda n: n not in inherited))),
+        ("training (transformers TrainingArguments: this package's defaults and the most used)",
+         actions([*COMMON_TRAINING_OPTIONS, *PAPER_DEFAULTS_HELP])),
+        ("output folder (cdtm_hf RunArguments)", actions(names(run_t))),
+    ]
+    shown = {a.dest for _, group in sections for a in group}
+    hidden = sorted({n for n in inherited if n in by_dest} - shown)
+    full_help = parser.format_help
+
+    def short_help() -> str:
+        formatter = parser._get_formatter()
+        formatter.add_usage("%(prog)s [--help | --help_all] --output_dir DIR [options]", None, [])
+        formatter.add_text(parser.description)
+        for title, group in (("help", actions(["help", "help_all"])), *sections):
+            formatter.start_section(title)
+            formatter.add_arguments(group)
+            formatter.end_section()
+        formatter.add_text(f"The other {len(hidden)} options of transformers' TrainingArguments are accepted too "
+                           f"(--help_all lists them; documented at {TRAINING_ARGUMENTS_DOCS}).")
+        return formatter.format_help()
+
+    class HelpAll(argparse.Action):
+        def __call__(self, parser_, namespace, values, option_string=None):
+            parser_._print_message(full_help(), sys.stdout)
+            parser_.exit()
+
+    parser.add_argument("--help_all", action=HelpAll, nargs=0, default=argparse.SUPPRESS,
+                        help="show every option, the inherited TrainingArguments ones included, and exit")
+    by_dest["help_all"] = [parser._actions[-1]]
+    parser.format_help = short_help
 
 
 def parse(argv: list[str] | None = None):
@@ -89,7 +162,13 @@ def setup_logging(training_args) -> None:
     level = training_args.get_process_log_level()
     for name in ("cdtm_hf", "cdtm-train"):
         logging.getLogger(name).setLevel(level)
-    datasets.utils.logging.set_verbosity(level)
+    # issue 18: datasets logs through its own handler only (not a second time through the root's), and at WARNING
+    # unless --log_level asks for info/debug: its INFO lines announce a local folder as "Downloading and preparing"
+    asked = training_args.log_level if training_args.should_log else training_args.log_level_replica
+    datasets.utils.logging.set_verbosity(level if asked in ("debug", "info") else max(level, logging.WARNING))
+    datasets.utils.logging.disable_propagation()
+    if training_args.disable_tqdm:  # --disable_tqdm hides datasets' bars too (and cdtm_hf's: cdtm_hf.logging)
+        datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity(level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
@@ -102,11 +181,22 @@ def train(argv: list[str] | None = None) -> dict:
     setup_logging(training_args)
     from ..run import run_evaluation, run_finetuning
 
-    run = run_finetuning if training_args.do_train else run_evaluation
+    if run_args.cv_folds and training_args.do_train:  # issue 19: K-fold cross-validation
+        from ..experiments.cross_validation import run_cross_validation as run
+    elif run_args.lr_sweep and training_args.do_train:  # issue 19: learning rates chosen on validation
+        from ..experiments.lr_sweep import run_lr_sweep as run
+    else:
+        run = run_finetuning if training_args.do_train else run_evaluation
     try:
         report = run(model_args, data_args, training_args, run_args)
     except KeyboardInterrupt:  # issue 17: one line that says what is kept and how to resume
         raise RunInterrupted(_resume_hint(training_args)) from None
+    except Exception as err:  # a full disk: the half-written checkpoint goes, the complete ones stay (issue 17)
+        if no_space_message(err):
+            from ..training.output_dir import drop_incomplete_checkpoints
+
+            drop_incomplete_checkpoints(training_args.output_dir)
+        raise
     finally:
         from ..training.output_dir import release_output_dir
 

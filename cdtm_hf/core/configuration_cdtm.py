@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from transformers import PretrainedConfig
 
 from .presets import BACKBONE_PRESETS, resolve_preset
 
-BACKBONE_LIBRARIES = ("timm", "open_clip")
+BACKBONE_LIBRARIES = ("timm", "open_clip", "transformers")
 HEAD_TYPES = ("linear", "mha")
 
 # The two CCA variants. "official" follows github.com/qklee-lz/CDTM (which produced the paper's numbers);
@@ -19,6 +20,25 @@ CDTM_VARIANTS: dict[str, dict[str, bool]] = {
 }
 DEFAULT_CDTM_VARIANT = "official"
 
+# The largest CDTM a config may build by default (issue 20): 100 M parameters, 400 MB in float32 and 1.2 GB more of
+# AdamW state. The base matrices are n * p^2: 11.5 M for ViT-B/16 at 224 px (n = 300, p = 196), 19.7 M at p = 256
+# (ViT-L/14, ViT-H/14 at 224 px), 315 M at p = 1,024 (ViT-L/14 at 448 px), which is refused unless asked for.
+DEFAULT_CDTM_MAX_PARAMETERS = 100_000_000
+
+
+def estimate_cdtm_parameters(
+    hidden_size: int, num_tokens: int, num_centers: int, num_cdtm_blocks: int = 1, mlp_ratio: float = 4.0,
+    cca_proj: bool = True,
+) -> int:
+    """The exact parameter count of a `CrossDomainTransferModule`, before building it.
+
+    Per block: centres n*d, base matrices n*p^2, the output projection d^2 + d (official variant), two LayerNorms
+    4d and the MLP 2*d*h + h + d (h = int(d * mlp_ratio)); plus the module's two outer LayerNorms, 4d.
+    """
+    d, p, n, h = int(hidden_size), int(num_tokens), int(num_centers), int(hidden_size * mlp_ratio)
+    block = n * d + n * p * p + (d * d + d if cca_proj else 0) + 4 * d + 2 * d * h + h + d
+    return int(num_cdtm_blocks) * block + 4 * d
+
 
 class FieldError(ValueError):
     """A bad value of one argument field; `field` names it, so that a grid reports it at the place that set it."""
@@ -26,6 +46,72 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+# ---- issue 17: what a loaded checkpoint must hold (the model's `from_pretrained` is strict) ---------------------
+class HoldLoadReport(logging.Filter):
+    """Holds back transformers' LOAD REPORT records (re-emitted by `from_pretrained` unless it raises instead)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.records.append(record)
+            return False
+        return True
+
+
+class CheckpointKeysError(ValueError):
+    """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
+
+
+def checkpoint_keys_problem(info: dict, shown: int = 8) -> str | None:
+    """'missing ...; unexpected ...' from `from_pretrained`'s loading info, or None when every key matched."""
+    parts = []
+    for kind in ("missing", "unexpected"):
+        keys = sorted(info.get(f"{kind}_keys") or ())
+        if keys:
+            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{kind} {len(keys)} tensor(s): {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_strictly(load, args: tuple, kwargs: dict, allow_missing_keys: bool = False):
+    """`load(*args, **kwargs)` (a `from_pretrained`) that raises `CheckpointKeysError` on a missing or unexpected
+    tensor unless `allow_missing_keys`; transformers' multi-line load report is shown only when nothing is raised."""
+    want_info = kwargs.pop("output_loading_info", False)
+    held = HoldLoadReport()
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(held)
+    source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+    try:
+        model, info = load(*args, output_loading_info=True, **kwargs)
+    except RuntimeError as err:  # a tensor of another shape: the checkpoint is of another model or damaged
+        report_logger.removeFilter(held)
+        keys = sorted(line.split("|")[0].strip() for r in held.records for line in r.getMessage().splitlines()
+                      if "MISMATCH" in line and "|" in line)
+        if "ignore_mismatched_sizes" not in str(err) or not keys:
+            for record in held.records:
+                report_logger.handle(record)
+            raise
+        raise CheckpointKeysError(
+            f"the checkpoint {source} does not match the model: {len(keys)} tensor(s) of another shape: "
+            f"{', '.join(keys[:8])}{' and more' if len(keys) > 8 else ''}. It is from another model (e.g. other "
+            "classes) or damaged; download or save it again, or pass ignore_mismatched_sizes=True to replace them"
+        ) from None
+    finally:
+        report_logger.removeFilter(held)
+    problem = None if allow_missing_keys else checkpoint_keys_problem(info)
+    for record in held.records if not problem else ():
+        report_logger.handle(record)
+    if problem:
+        raise CheckpointKeysError(
+            f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from another "
+            "model; download or save it again (only a backbone-only checkpoint may pass allow_missing_keys=True)"
+        )
+    return (model, info) if want_info else model
 
 
 def check_model_fields(
@@ -61,6 +147,25 @@ def check_model_fields(
     for name, problem in problems.items():
         if problem:
             raise FieldError(name, problem)
+
+
+def check_cdtm_size(config: Any) -> None:
+    """Refuse a CDTM above `config.cdtm_max_parameters` before it is built, with the count and the remedies."""
+    limit = getattr(config, "cdtm_max_parameters", None)
+    if not config.use_cdtm or limit is None:
+        return
+    count = estimate_cdtm_parameters(config.hidden_size, config.num_tokens, config.num_centers, config.num_cdtm_blocks,
+                                     config.mlp_ratio, config.cca_proj)
+    if count > limit:
+        bases = config.num_cdtm_blocks * config.num_centers * config.num_tokens ** 2
+        raise FieldError(
+            "cdtm_max_parameters",
+            f"this CDTM would have {count:,} parameters ({bases:,} in the n x p x p base matrices: n = "
+            f"{config.num_centers} centres, p = {config.num_tokens} tokens), above cdtm_max_parameters = {limit:,}. "
+            "Remedies: pool the token grid (--cdtm_token_grid / CDTMConfig(cdtm_token_grid=...), e.g. 14 gives p = "
+            "196), use fewer centres (--num_centers), a smaller image (--image_size), or raise the limit "
+            "(--cdtm_max_parameters; None for no limit)",
+        )
 
 
 def resolve_cdtm_switches(cdtm_variant: str | None, **switches: bool | None) -> dict[str, bool]:
@@ -125,6 +230,10 @@ class CDTMConfig(PretrainedConfig):
         num_prefix_tokens (`int`, *optional*): CLS/register tokens the backbone emits before its patch tokens.
         data_config (`dict`, *optional*): the backbone's preprocessing (timm data config); derived and recorded.
         initializer_range (`float`): std of the head's initial weights.
+        cdtm_token_grid (`int`, *optional*): pool the backbone's h x w token grid to g x g (adaptive average
+            pooling) before CDTM, so the base matrices are g^2 x g^2 instead of p x p. None keeps every token.
+        cdtm_max_parameters (`int`, *optional*): refuse to build a CDTM with more parameters than this
+            (`estimate_cdtm_parameters`; default 100 M); None removes the limit.
     """
 
     model_type = "cdtm"
@@ -154,6 +263,8 @@ class CDTMConfig(PretrainedConfig):
         num_prefix_tokens: int | None = None,
         data_config: dict[str, Any] | None = None,
         initializer_range: float = 0.02,
+        cdtm_token_grid: int | None = None,
+        cdtm_max_parameters: int | None = DEFAULT_CDTM_MAX_PARAMETERS,
         **kwargs,
     ):
         preset = resolve_preset(backbone) if backbone in BACKBONE_PRESETS else None
@@ -162,6 +273,10 @@ class CDTMConfig(PretrainedConfig):
             backbone = preset.model_name
             backbone_library = backbone_library or preset.library
             backbone_pretrained_tag = backbone_pretrained_tag or preset.pretrained_tag
+            # issue 20: a foundation model's architecture and normalisation come with its preset
+            backbone_kwargs = {**preset.backbone_kwargs, **(backbone_kwargs or {})}
+            if data_config is None and preset.data_config is not None:
+                data_config = {**preset.data_config, "input_size": (3, int(image_size), int(image_size))}
         else:
             self.backbone_preset = kwargs.pop("backbone_preset", None)
         switches = resolve_cdtm_switches(
@@ -191,6 +306,10 @@ class CDTMConfig(PretrainedConfig):
         self.num_prefix_tokens = num_prefix_tokens
         self.data_config = data_config
         self.initializer_range = initializer_range
+        # issue 20: pool the h x w token grid to cdtm_token_grid x cdtm_token_grid before CDTM; refuse a CDTM larger
+        # than cdtm_max_parameters (None: no limit)
+        self.cdtm_token_grid = None if cdtm_token_grid is None else int(cdtm_token_grid)
+        self.cdtm_max_parameters = None if cdtm_max_parameters is None else int(cdtm_max_parameters)
         super().__init__(**kwargs)
         self.validate_cdtm()
 
@@ -212,6 +331,9 @@ class CDTMConfig(PretrainedConfig):
                 f"num_labels is {self.num_labels}: single-label classification needs at least 2 classes "
                 "(use problem_type='multi_label_classification' for one binary label)"
             )
+        if self.cdtm_token_grid is not None and self.cdtm_token_grid < 1:
+            raise FieldError("cdtm_token_grid",
+                             f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
         if self.hidden_size is not None and self.head_type == "mha" and self.hidden_size % self.mha_num_heads:
             raise ValueError(
                 f"mha_num_heads={self.mha_num_heads} does not divide the token width d={self.hidden_size}"

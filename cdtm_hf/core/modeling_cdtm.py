@@ -3,11 +3,13 @@
 Equation numbers refer to Li et al., "Embracing Large Natural Data: Enhancing Medical Image Analysis via
 Cross-domain Fine-tuning" (CDTM). The default structure follows the authors' code (github.com/qklee-lz/CDTM),
 which produced the paper's numbers; ``CDTMConfig(cdtm_variant="paper")`` gives the text's Eq. 5 and Eq. 8.
+
+Like a transformers per-model file it is one subject, the CDTM model: its equations, its heads, and the
+pretrained-model class with the checkpoint-key check, its staged fine-tuning and memory hooks.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -17,8 +19,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .backbones import BackboneAdapter
-from .configuration_cdtm import CDTMConfig
+from .backbones import BackboneAdapter, pool_token_grid
+from .configuration_cdtm import CDTMConfig, CheckpointKeysError, check_cdtm_size, load_strictly
+from .presets import BACKBONE_PRESETS
 
 
 class ClusterCenterAttention(nn.Module):
@@ -128,42 +131,14 @@ class AttentionPoolHead(nn.Module):
         return self.fc(self.norm(attended[:, 0]))
 
 
-class _HoldLoadReport(logging.Filter):
-    """Holds back transformers' LOAD REPORT records (re-emitted by `from_pretrained` unless it raises instead)."""
-
-    def __init__(self):
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "LOAD REPORT" in str(record.msg):
-            self.records.append(record)
-            return False
-        return True
-
-
-class CheckpointKeysError(ValueError):
-    """A checkpoint lacks tensors of the model, or holds tensors it has not (issue 17: never a silent random head)."""
-
-
-def checkpoint_keys_problem(info: dict, shown: int = 8) -> str | None:
-    """'missing ...; unexpected ...' from `from_pretrained`'s loading info, or None when every key matched."""
-    parts = []
-    for kind in ("missing", "unexpected"):
-        keys = sorted(info.get(f"{kind}_keys") or ())
-        if keys:
-            more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-            parts.append(f"{kind} {len(keys)} tensor(s): {', '.join(keys[:shown])}{more}")
-    return "; ".join(parts) or None
-
-
 class CDTMPreTrainedModel(PreTrainedModel):
     config_class = CDTMConfig
     config: CDTMConfig
     base_model_prefix = "cdtm_model"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    _no_split_modules = ["CDTMBlock"]
+    _no_split_modules = ["CDTMBlock"]  # an instance adds its backbone's block class (issue 20)
+    supports_gradient_checkpointing = True  # delegated to the backbone's library (issue 20)
     # The loss is a mean over the batch (`loss_function` takes no `num_items_in_batch`), so the Trainer must divide it
     # by the gradient-accumulation steps and not multiply it by the process count; `forward(**kwargs)` alone would make
     # it assume the opposite (issue 18). transformers' `TimmWrapperPreTrainedModel` sets the same.
@@ -171,32 +146,16 @@ class CDTMPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, allow_missing_keys: bool = False, **kwargs):
-        r"""`PreTrainedModel.from_pretrained`, strict: a missing or unexpected tensor is an error naming the keys.
-
-        A fine-tuned CDTM checkpoint holds every tensor of its model; one that lacks some (a cut or edited
-        `model.safetensors`) would otherwise predict with freshly initialised weights. Pass
-        `allow_missing_keys=True` only where that is intended, e.g. a checkpoint that holds only the backbone.
-        A head replaced for new classes (`ignore_mismatched_sizes=True`) is not a missing key.
+        r"""`PreTrainedModel.from_pretrained`, strict: a missing or unexpected tensor is a `CheckpointKeysError`
+        naming the keys, never a silently random head. `allow_missing_keys=True` is for a backbone-only checkpoint.
         """
-        want_info = kwargs.pop("output_loading_info", False)
-        held = _HoldLoadReport()  # transformers' multi-line load report: shown unless the error below replaces it
-        report_logger = logging.getLogger("transformers.modeling_utils")
-        report_logger.addFilter(held)
-        try:
-            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        finally:
-            report_logger.removeFilter(held)
-        problem = None if allow_missing_keys else checkpoint_keys_problem(info)
-        for record in held.records if not problem else ():
-            report_logger.handle(record)
-        if problem:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            raise CheckpointKeysError(
-                f"the checkpoint {source} does not match the model: {problem}. The file is incomplete or from "
-                "another model; download or save it again (only a backbone-only checkpoint may pass "
-                "allow_missing_keys=True)"
-            )
-        return (model, info) if want_info else model
+        return load_strictly(super().from_pretrained, args, kwargs, allow_missing_keys)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers=1):
+        """transformers' switch (`activation_checkpointing_enable` / `--gradient_checkpointing True`), delegated to
+        the backbone library's own: timm and open_clip `set_grad_checkpointing`, transformers' models their own.
+        CDTM itself is one block on the tokens and is not recomputed."""
+        self.backbone.set_gradient_checkpointing(enable)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the modules CDTM adds (the transfer module and the head).
@@ -243,6 +202,8 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
             config.backbone_library, config.backbone, config.image_size, model_kwargs=config.backbone_kwargs
         )
         self._backbone_module_ids = frozenset(id(m) for m in self.backbone.modules())  # left to their library
+        # FSDP's auto-wrap policy and device_map read this: the backbone's blocks and CDTM's (issue 20)
+        self._no_split_modules = [*self.backbone.block_class_names(), "CDTMBlock"]
         self._record_token_shape(config)
         self.transfer = CrossDomainTransferModule(config) if config.use_cdtm else None
         if config.head_type == "mha":
@@ -305,13 +266,20 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         """
         tag = pretrained_tag or self.config.backbone_pretrained_tag
         file = pretrained_file or self.config.backbone_pretrained_file
-        self.backbone.load_pretrained(tag=tag, file=file)
+        preset = BACKBONE_PRESETS.get(self.config.backbone_preset or "")
+        if preset is not None and preset.weights_repo and preset.model_name == self.config.backbone:
+            # a foundation model: its weights are one Hub repo (issue 20)
+            self.backbone.load_pretrained(tag=tag, file=file, repo=preset.weights_repo,
+                                          weights_format=preset.weights_format)
+        else:
+            self.backbone.load_pretrained(tag=tag, file=file)
         self.config.backbone_pretrained = True
         self.config.backbone_pretrained_tag, self.config.backbone_pretrained_file = tag, file
 
     def _record_token_shape(self, config: CDTMConfig) -> None:
         p, d = self.backbone.token_shape()
         k = self.backbone.num_prefix_tokens
+        p = self._pooled_token_count(config, p)
         p_cdtm = p + k if config.keep_prefix_tokens else p
         if config.num_tokens is not None and config.use_cdtm and config.num_tokens != p_cdtm:
             raise ValueError(
@@ -322,9 +290,30 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         if config.hidden_size is not None and config.hidden_size != d:
             raise ValueError(f"backbone {config.backbone!r} gives tokens of width {d}, config says {config.hidden_size}")
         config.num_tokens, config.hidden_size, config.num_prefix_tokens = p_cdtm, d, k
+        if config.backbone_library == "transformers":  # the whole backbone config when read from a folder/Hub id
+            config.backbone_kwargs = dict(self.backbone.model_kwargs)
+        check_cdtm_size(config)
         if config.data_config is None:
             config.data_config = self.backbone.data_config()
         config.validate_cdtm()
+
+    def _pooled_token_count(self, config: CDTMConfig, p: int) -> int:
+        """p after `cdtm_token_grid` pooling (g * g), checked against the backbone's token grid."""
+        g = getattr(config, "cdtm_token_grid", None)
+        if g is None or not config.use_cdtm:
+            return p
+        grid = self.backbone.grid_size
+        if grid is None:
+            raise ValueError(f"cdtm_token_grid={g} needs a token grid, but backbone {config.backbone!r} reports none")
+        if g > min(grid):
+            raise ValueError(f"cdtm_token_grid={g} is larger than the backbone's {grid[0]}x{grid[1]} token grid; "
+                             f"use at most {min(grid)}, or leave it out")
+        return g * g
+
+    def _pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, d) -> (B, g*g, d): adaptive average pooling of the token grid (`cdtm_token_grid`)."""
+        g = getattr(self.config, "cdtm_token_grid", None)
+        return tokens if g is None else pool_token_grid(tokens, self.backbone.grid_size, g)
 
     # ----------------------------------------------------------------------------------------------------------
     # Staged fine-tuning support
@@ -402,7 +391,8 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
 
         scores: tuple[torch.Tensor, ...] = ()
         if self.transfer is not None:
-            x = backbone_features if self.config.keep_prefix_tokens else tokens
+            tokens = self._pool_tokens(tokens)
+            x = torch.cat([prefix, tokens], dim=1) if self.config.keep_prefix_tokens else tokens
             if x.shape[1] != self.config.num_tokens:
                 raise ValueError(
                     f"the backbone gave {x.shape[1]} tokens but the CCA base matrices are "

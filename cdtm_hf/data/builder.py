@@ -25,7 +25,7 @@ from typing import Any
 
 import datasets
 
-from .dicom import dicom_to_png_bytes
+from .dicom import dicom_lut_counts, dicom_to_png_bytes
 from .errors import DataDirRequiredError, DatasetLayoutError
 from .files import ARCHIVE_SUFFIXES, ImageRecord, extract_archive, is_archive
 from .manifest import MANIFEST_FILENAME, make_manifest, write_manifest
@@ -63,7 +63,8 @@ class MedicalImageConfig(datasets.BuilderConfig):
     """
 
     # 1.2.0: the manifest records the grouping of the split ("random" for the paper's) and has_patient_ids
-    version: datasets.Version | str | None = datasets.Version("1.2.0")
+    # 1.3.0: .dcm pixels through pydicom's modality and VOI LUTs (the manifest's dicom_luts) instead of min-max
+    version: datasets.Version | str | None = datasets.Version("1.3.0")
     split_strategy: str = "patient"
     seed: int = 42
     ratios: Sequence[float] | None = None
@@ -272,6 +273,9 @@ class MedicalImageBuilder(datasets.GeneratorBasedBuilder):
         )
         records, post_notes = self._postprocess(records)
         notes = {**self.scan_notes, **post_notes}
+        dicom_luts = dicom_lut_counts(r.path for r in records)  # issue 18: the LUTs the .dcm decode applies
+        if dicom_luts:
+            notes["dicom_luts"] = dicom_luts
         if not records:
             raise self._layout_error("no usable images left after verification/filtering")
         assignment = self._assign_splits(records)

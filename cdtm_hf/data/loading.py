@@ -17,7 +17,8 @@ from .errors import DatasetLayoutError
 from .imagefolder import load_imagefolder
 from .manifest import read_manifest
 from .registry import DATASET_BUILDERS, IMAGEFOLDER, get_builder_class
-from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, stratified_subset
+from .sources import load_checked_source, source_kind
+from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, InsufficientSamplesError, stratified_subset
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,18 @@ def load_splits(
     verify_images: str = "fast",
     skip_corrupt: bool = False,
     max_train_samples: int | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    image_column_name: str | None = None,
+    label_column_name: str | None = None,
+    max_eval_samples: int | None = None,
+    given: datasets.DatasetDict | datasets.Dataset | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """The train/validation/test splits of a run's data source, checked, and their manifest.
+
+    The source (`cdtm_hf.data.sources.source_kind`): a medical builder, class folders, an imagefolder with
+    ``metadata.csv`` labels, a Hub dataset or local dataset repository (`dataset_name`), a `save_to_disk` folder
+    (`dataset_name`), or a `DatasetDict` given from Python (`given`); each checked the same way.
 
     Args:
         dataset (`str`): ``"imagefolder"`` or a key of `cdtm_hf.data.DATASET_BUILDERS`.
@@ -124,11 +135,31 @@ def load_splits(
         cache_dir (`str`, *optional*): the ``datasets`` cache.
         verify_images (`str`), skip_corrupt (`bool`): the up-front image check (see [`verify_records`]).
         max_train_samples (`int`, *optional*): a stratified, seeded subset of train (every class kept).
+        dataset_name (`str`, *optional*), dataset_config_name (`str`, *optional*): a Hub dataset id (or a local
+            dataset repository folder, or a `save_to_disk` folder) and its config.
+        image_column_name (`str`, *optional*), label_column_name (`str`, *optional*): the columns of a Hub, disk,
+            metadata or given source (default ``image`` / ``label``).
+        max_eval_samples (`int`, *optional*): a stratified, seeded subset of validation (every class kept).
+        given (`DatasetDict` or `Dataset`, *optional*): the splits themselves (Python); a lone `Dataset` is train.
 
     Raises:
         `DatasetLayoutError`: a split is missing, or a class has no image in one of them.
     """
-    if dataset == IMAGEFOLDER:
+    kind = source_kind(dataset, data_dir, dataset_name, given=given is not None)
+    if kind in ("builder", IMAGEFOLDER) and {image_column_name, label_column_name} - {None, "image", "label"}:
+        raise DatasetLayoutError(
+            f"--image_column_name / --label_column_name name the columns of a --dataset_name, save_to_disk, "
+            f"metadata.csv or Python source; {dataset} has its own columns: leave them out"
+        )
+    if kind not in ("builder", IMAGEFOLDER):
+        ds, manifest = load_checked_source(
+            kind, dataset=given, dataset_name=dataset_name, dataset_config_name=dataset_config_name,
+            data_dir=data_dir, cache_dir=cache_dir, image_column=image_column_name, label_column=label_column_name,
+            seed=seed, validation_fraction=validation_fraction, test_fraction=test_fraction,
+            verify_images=verify_images, skip_corrupt=skip_corrupt,
+            split_description=None if split_strategy in SPLIT_STRATEGIES else split_strategy,
+        )
+    elif dataset == IMAGEFOLDER:
         if not data_dir:
             raise DatasetLayoutError("--data_dir is required for --dataset imagefolder (<data_dir>/<class>/*.png, "
                                      "optionally under train/validation/test)")
@@ -142,6 +173,12 @@ def load_splits(
             dataset, data_dir=data_dir, config=dataset_config, split_strategy=split_strategy, seed=seed,
             cache_dir=cache_dir, skip_corrupt=skip_corrupt, verify_images=verify_images,
         )
+    return _checked_subsets(ds, manifest, seed, max_train_samples, max_eval_samples)
+
+
+def _checked_subsets(ds: datasets.DatasetDict, manifest: dict, seed: int, max_train_samples: int | None,
+                     max_eval_samples: int | None) -> tuple[datasets.DatasetDict, dict]:
+    """The checks every source shares (three splits, every class in each), then the debugging subsets."""
     missing = [s for s in SPLIT_NAMES if s not in ds]
     if missing:
         raise DatasetLayoutError(f"the dataset has no {', '.join(missing)} split(s); it has: {', '.join(ds)}")
@@ -155,4 +192,11 @@ def load_splits(
     if max_train_samples and max_train_samples < len(ds["train"]):
         labels = None if manifest["multi_label"] else np.asarray(ds["train"][column])
         ds["train"] = ds["train"].select(stratified_subset(labels, len(ds["train"]), max_train_samples, seed, names))
+    if max_eval_samples and max_eval_samples < len(ds["validation"]):  # issue 18: HF's --max_eval_samples
+        labels = None if manifest["multi_label"] else np.asarray(ds["validation"][column])
+        try:
+            keep = stratified_subset(labels, len(ds["validation"]), max_eval_samples, seed, names)
+        except InsufficientSamplesError as err:
+            raise InsufficientSamplesError(str(err).replace("max_train_samples", "max_eval_samples")) from None
+        ds["validation"] = ds["validation"].select(keep)
     return ds, manifest

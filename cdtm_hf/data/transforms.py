@@ -14,7 +14,10 @@ from ..core.image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 __all__ = ["attach_transforms"]
 
 
-def attach_transforms(ds: DatasetDict, processor: CDTMImageProcessor, label_column: str, augment: bool) -> DatasetDict:
+def attach_transforms(
+    ds: DatasetDict, processor: CDTMImageProcessor, label_column: str, augment: bool,
+    augment_options: dict[str, Any] | None = None,
+) -> DatasetDict:
     """Decode (`to_rgb_image`, which keeps 16-bit and float images' range) and preprocess on the fly:
     `image` -> `pixel_values`, the label column -> `labels`. With `augment`, train gets timm's training transform.
 
@@ -23,9 +26,12 @@ def attach_transforms(ds: DatasetDict, processor: CDTMImageProcessor, label_colu
         processor (`CDTMImageProcessor`): the model's preprocessing.
         label_column (`str`): the split manifest's `label_column`.
         augment (`bool`): random augmentation of the train split.
+        augment_options (`dict`, *optional*): `timm.data.create_transform` arguments of the train transform
+            (`auto_augment`, `re_prob`, `scale`, `ratio`, `hflip`, `vflip`, `color_jitter`); validation and test
+            always get the evaluation transform.
     """
     eval_tf = processor.val_transforms
-    train_tf = processor.train_transforms() if augment else eval_tf
+    train_tf = processor.train_transforms(**(augment_options or {})) if augment else eval_tf
 
     def make(transform):
         def apply(batch: dict[str, list]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..logging import progress_bar
 from .dicom import require_pydicom
 from .errors import CorruptImageError, MissingDependencyError
 from .files import ImageRecord
@@ -108,11 +109,13 @@ def verify_records(
         return records, []
     workers = num_workers or min(8, os.cpu_count() or 1)
     paths = [r.path for r in records]
-    if workers > 1 and len(paths) > 64:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            errors = list(pool.map(lambda p: verify_image(p, mode), paths))
-    else:
-        errors = [verify_image(p, mode) for p in paths]
+    bar = progress_bar(total=len(paths), desc=f"Verifying images ({mode})", unit="img")  # cdtm_hf.logging's switch
+    with bar:
+        if workers > 1 and len(paths) > 64:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                errors = [bar.update() or e for e in pool.map(lambda p: verify_image(p, mode), paths)]
+        else:
+            errors = [bar.update() or verify_image(p, mode) for p in paths]
     bad = [{"path": r.relpath, "abspath": r.path, "reason": e} for r, e in zip(records, errors) if e is not None]
     if not bad:
         return records, []

@@ -231,6 +231,9 @@ def write_results(report: dict[str, Any], output_dir: str | Path, method: str) -
     paths = {"json": output_dir / "test_results.json", "markdown": output_dir / "test_results.md"}
     paths["json"].write_text(json.dumps(report, indent=2))
     table = results_table([(method, report["metrics"])], multilabel="auroc" in report["metrics"])
+    from .run_statistics import statistics_markdown  # issue 19: intervals, calibration, patient level
+
+    table = "\n\n".join(part for part in (table, statistics_markdown(report)) if part)
     paths["markdown"].write_text(table + "\n")
     if "confusion_matrix" in report:
         paths["png"] = save_confusion_matrix_png(

@@ -21,6 +21,7 @@ import torch
 from ..data import IMAGE_EXTENSIONS
 from ..core.image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from ..core.modeling_cdtm import CDTMForImageClassification
+from ..logging import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +83,39 @@ def _decode(path: Path, transform) -> tuple[torch.Tensor | None, str | None]:
         return None, f"{type(error).__name__}: {error}"
 
 
+class _ImageFiles(torch.utils.data.Dataset):
+    """The image files, decoded and preprocessed in the DataLoader's workers; an unreadable one yields its error."""
+
+    def __init__(self, images: Sequence[Path], transform):
+        self.images, self.transform = list(images), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        return (i, *_decode(self.images[i], self.transform))
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]):
+    ok = [tensor for _, tensor, error in items if error is None]
+    return [i for i, _, _ in items], (torch.stack(ok) if ok else None), [error for _, _, error in items]
+
+
 def predict_images(
     model: CDTMForImageClassification,
     processor: CDTMImageProcessor,
     images: Sequence[Path],
     batch_size: int = 16,
     threshold: float = 0.5,
+    num_workers: int = 0,
 ) -> list[dict[str, Any]]:
     """One dict per image: `path`, `label`, `score`, the probability of every class and `error`.
 
     Single-label models give softmax probabilities and the top class; multi-label models give sigmoid
     probabilities and every class at or above `threshold` (joined by `;`). An image that cannot be decoded gets
-    an empty label and its error, and the others are still classified.
+    an empty label and its error, and the others are still classified. The images are decoded and preprocessed by a
+    `torch.utils.data.DataLoader` with `num_workers` worker processes while the model runs, under a progress bar
+    (`cdtm_hf.logging.progress_bar`).
 
     Args:
         model (`CDTMForImageClassification`): in eval mode (see `load_for_inference`).
@@ -101,30 +123,36 @@ def predict_images(
         images (`Sequence[Path]`): image files.
         batch_size (`int`): images a forward pass.
         threshold (`float`): multi-label decision threshold.
+        num_workers (`int`): DataLoader worker processes that decode the images (0: in this process).
     """
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     multi_label = model.config.problem_type == "multi_label_classification"
     device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(images, processor.val_transforms), batch_size=batch_size, shuffle=False, collate_fn=_collate,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+    )
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        decoded = [_decode(path, processor.val_transforms) for path in chunk]
-        ok = [tensor for tensor, error in decoded if error is None]
-        probs = iter(())
-        if ok:
-            with torch.no_grad():
-                logits = model(pixel_values=torch.stack(ok).to(device)).logits.float()
-            probs = iter((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
-        for path, (_, error) in zip(chunk, decoded):
-            row: dict[str, Any] = {"path": str(path), "label": "", "score": "", "error": error or ""}
-            if error is None:
-                p = next(probs)
-                chosen = [i for i in range(len(names)) if p[i] >= threshold] if multi_label else [int(np.argmax(p))]
-                row.update(label=";".join(names[i] for i in chosen), score=float(p[chosen].max()) if chosen else "")
-                row.update({f"prob_{name}": float(value) for name, value in zip(names, p)})
-            else:
-                logger.warning("Could not classify %s: %s", path, error)
-            rows.append(row)
+    with progress_bar(total=len(images), desc="Classifying images", unit="img") as bar:
+        for indices, pixel_values, errors in loader:
+            probs = iter(())
+            if pixel_values is not None:
+                with torch.no_grad():
+                    logits = model(pixel_values=pixel_values.to(device, non_blocking=True)).logits.float()
+                    logits = logits / float(getattr(model.config, "calibration_temperature", None) or 1.0)  # issue 19
+                probs = iter((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
+            for i, error in zip(indices, errors):
+                path = images[i]
+                row: dict[str, Any] = {"path": str(path), "label": "", "score": "", "error": error or ""}
+                if error is None:
+                    p = next(probs)
+                    chosen = [k for k in range(len(names)) if p[k] >= threshold] if multi_label else [int(np.argmax(p))]
+                    row.update(label=";".join(names[k] for k in chosen), score=float(p[chosen].max()) if chosen else "")
+                    row.update({f"prob_{name}": float(value) for name, value in zip(names, p)})
+                else:
+                    logger.warning("Could not classify %s: %s", path, error)
+                rows.append(row)
+            bar.update(len(indices))
     return rows
 
 

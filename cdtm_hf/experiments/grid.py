@@ -19,6 +19,7 @@ from .fields import build_arguments
 from .reading import (
     build_cells,
     read_axes,
+    read_comparisons,
     read_head,
     read_overrides,
     read_recipes,
@@ -28,7 +29,6 @@ from .reading import (
     safe_id,
 )
 from .spec import Cell, Problems
-from .sweep import assign_lr_sweeps  # issue 19 item 9
 
 __all__ = ["Grid", "load_grid"]
 
@@ -46,6 +46,8 @@ class Grid:
     description: str | None = None
     seed_fields: tuple[str, ...] = ("seed",)
     source: str | None = None
+    # issue 19: the paired comparisons (axis, label A, label B) of the grid's `compare` entry
+    comparisons: list[tuple[str, str, str]] | None = None
 
     def run_dir(self, cell: Cell, seed: int) -> Path:
         return self.output_dir / cell.cell_id / f"seed{seed}"
@@ -86,8 +88,8 @@ class Grid:
             "name": self.name, "description": self.description, "source": self.source,
             "paper_table": self.paper_table, "seeds": self.seeds, "seed_fields": list(self.seed_fields),
             "axes": self.axes, "output_dir": str(self.output_dir),
-            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields,
-                       "lr_sweep": c.lr_sweep} for c in self.cells],  # issue 19 item 9
+            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields} for c in self.cells],
+            "comparisons": [list(c) for c in self.comparisons or []],
         }
 
 
@@ -125,7 +127,6 @@ def load_grid(
         out = os.path.join("grids", safe_id(name))
     over = read_overrides(overrides, axes, problems)
     cells = build_cells(base, axes, over, seed_fields, problems)
-    assign_lr_sweeps(cells, raw.get("lr_sweep"), problems)  # issue 19 item 9
     grid = Grid(
         name=name, cells=cells, seeds=seeds, output_dir=Path(out),
         axes={axis: [e[0] for e in entries] for axis, entries in axes}, paper_table=paper_table,
@@ -142,6 +143,7 @@ def load_grid(
         if root not in run_dir.parents:
             problems.add("axes", f"cell {cell.cell_id!r} would run in {run_dir}, outside output_dir {root}; rename "
                          "its labels")
+    grid.comparisons = read_comparisons(raw, grid.axes, problems)  # issue 19
     problems.raise_if_any(label)
     return grid
 

@@ -16,7 +16,6 @@ import yaml
 from ..core.presets import suggest
 from ..paper.numbers import load_paper_results
 from .fields import coerce_value, field_names, is_field
-from .sweep import check_lr_sweep  # issue 19 item 9
 from .spec import NOT_A_FIELD, GRID_CONTROLLED, GRID_KEYS, RECIPE_FIELDS, SEED_FIELDS, AxisEntry, Cell, GridError, Problems
 
 def read_source(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Any, Path | None, str]:
@@ -83,14 +82,7 @@ def read_recipes(raw: Mapping[str, Any], problems: Problems) -> dict[str, dict[s
         problems.add("recipes", "must be a mapping of recipe name -> fields")
         return recipes
     for name, body in extra.items():
-        # issue 19 item 9: a recipe's own lr_sweep; a built-in recipe's name extends it (its own lr, epochs, ...)
-        body = dict(body) if isinstance(body, Mapping) else body
-        sweep = body.pop("lr_sweep", None) if isinstance(body, dict) else None
-        fields_ = read_fields(body, f"recipes.{name}", problems)[0]
-        defining = {"finetune_mode", "use_cdtm", "backbone_pretrained"}
-        recipes[str(name)] = {**(RECIPE_FIELDS.get(str(name), {}) if not defining & set(fields_) else {}), **fields_}
-        if sweep is not None:
-            recipes[str(name)]["lr_sweep"] = check_lr_sweep(sweep, f"recipes.{name}.lr_sweep", problems.add)
+        recipes[str(name)] = read_fields(body, f"recipes.{name}", problems)[0]
     return recipes
 
 
@@ -254,3 +246,39 @@ def build_cells(
         ids[cell_id] = tuple(labels.values())
         cells.append(Cell(i, cell_id, labels, fields_, sources))
     return cells
+
+
+def read_comparisons(raw: Mapping[str, Any], axes: dict[str, list[str]],
+                     problems: Problems) -> list[tuple[str, str, str]]:
+    """Issue 19: the grid's `compare` entry as `(axis, label A, label B)` triples, each A compared with B.
+
+    `compare: lp` compares every other label of the axis that holds `lp` with it; `compare: [lp_cdtm vs lp, ...]`
+    names the pairs, both labels of one axis.
+    """
+    spec = raw.get("compare")
+    if spec is None:
+        return []
+
+    def axis_of(label: str) -> str | None:
+        return next((axis for axis, labels in axes.items() if label in labels), None)
+
+    out: list[tuple[str, str, str]] = []
+    if isinstance(spec, str) and " vs " not in spec:
+        axis = axis_of(spec)
+        if axis is None:
+            problems.add("compare", f"{spec!r} is no label of any axis; labels: "
+                         f"{', '.join(f'{a}: {ls}' for a, ls in axes.items())}")
+            return []
+        return [(axis, label, spec) for label in axes[axis] if label != spec]
+    for i, item in enumerate([spec] if isinstance(spec, str) else spec if isinstance(spec, list) else [None]):
+        parts = [p.strip() for p in item.split(" vs ")] if isinstance(item, str) else []
+        if len(parts) != 2:
+            problems.add(f"compare[{i}]", f"must read 'A vs B' (two labels of one axis), got {item!r}")
+            continue
+        axis_a, axis_b = axis_of(parts[0]), axis_of(parts[1])
+        if axis_a is None or axis_a != axis_b:
+            problems.add(f"compare[{i}]", f"{item!r}: both sides must be labels of one axis; labels: "
+                         f"{', '.join(f'{a}: {ls}' for a, ls in axes.items())}")
+            continue
+        out.append((axis_a, parts[0], parts[1]))
+    return out

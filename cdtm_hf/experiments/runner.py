@@ -27,7 +27,6 @@ from accelerate import PartialState
 from .. import run as _run
 from .grid import Grid, load_grid
 from .spec import Cell, GridError, Problems
-from .sweep import run_lr_sweep  # issue 19 item 9
 from .tables import cell_line, read_results, write_tables
 
 logger = logging.getLogger(__name__)
@@ -77,9 +76,8 @@ def check_recorded_cells(grid: Grid) -> None:
         path = grid.output_dir / cell.cell_id / CELL_FILE
         if not path.is_file():
             continue
-        saved = json.loads(path.read_text())
-        recorded = _result_fields({**saved.get("fields", {}), "lr_sweep": saved.get("lr_sweep")})
-        current = _result_fields({**cell.fields, "lr_sweep": cell.lr_sweep})  # issue 19 item 9
+        recorded = _result_fields(json.loads(path.read_text()).get("fields", {}))
+        current = _result_fields(cell.fields)
         unset = object()
         changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k, unset) != current.get(k, unset))
         if changed:
@@ -93,7 +91,7 @@ def _write_cell_file(grid: Grid, cell: Cell) -> None:
     folder = grid.output_dir / cell.cell_id
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"grid": grid.name, "cell_id": cell.cell_id, "labels": cell.labels, "recipe": cell.recipe,
-               "fields": cell.fields, "lr_sweep": cell.lr_sweep}
+               "fields": cell.fields}
     (folder / CELL_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
@@ -134,10 +132,17 @@ def _run_one(grid: Grid, cell: Cell, seed: int, resume: bool, result: GridRun, k
         logger.info("Resuming %s seed %d from its last checkpoint", cell.cell_id, seed)
     (run_dir / "error.txt").unlink(missing_ok=True)
     try:
-        if cell.lr_sweep:  # issue 19 item 9: one run per learning rate, the best on validation kept
-            run_lr_sweep(grid.argument_values(cell, seed), cell.lr_sweep, runner or _run.run_finetuning, run_status)
+        arguments = grid.arguments(cell, seed, resume=resume)
+        if runner is None and getattr(arguments[-1], "cv_folds", 0):  # issue 19: a cross-validated cell
+            from .cross_validation import run_cross_validation
+
+            run_cross_validation(*arguments)
+        elif runner is None and getattr(arguments[-1], "lr_sweep", None):  # issue 19: lr chosen on validation
+            from .lr_sweep import run_lr_sweep
+
+            run_lr_sweep(*arguments)
         else:
-            (runner or _run.run_finetuning)(*grid.arguments(cell, seed, resume=resume))
+            (runner or _run.run_finetuning)(*arguments)
     except Exception as err:
         if not keep_going:
             raise

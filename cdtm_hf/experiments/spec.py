@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..training.knobs import KNOB_FIELDS
 from .fields import ARGUMENT_CLASSES, field_default
 
 __all__ = ["GRID_CONTROLLED", "GRID_KEYS", "RECIPE_FIELDS", "SEED_FIELDS", "Cell", "GridError", "Problems",
@@ -26,6 +27,10 @@ RECIPE_FIELDS: dict[str, dict[str, Any]] = {
     # Medical transfer study: a frozen or a trained backbone under a linear or attention (mha) head, no CDTM
     "frozen": {"finetune_mode": "lp", "use_cdtm": False},
     "unfrozen": {"finetune_mode": "fft", "use_cdtm": False},
+    # issue 18: SFT + CDTM with timm's fine-tuning knobs, a histology recipe (tiles have no up or down)
+    "sft_cdtm_timm": {"finetune_mode": "sft", "use_cdtm": True, "layer_decay": 0.75, "drop_path_rate": 0.1,
+                      "model_ema": True, "mixup": 0.8, "cutmix": 1.0, "label_smoothing_factor": 0.1, "vflip": 0.5,
+                      "auto_augment": "rand-m9-mstd0.5-inc1"},
 }
 
 #: Top-level keys of a grid file.
@@ -39,7 +44,9 @@ GRID_KEYS: dict[str, str] = {
     "seeds": "training seeds; every cell runs once per seed (default [42])",
     "seed_fields": "fields that receive the seed (default [seed]; also data_seed, split_seed)",
     "output_dir": "where runs and tables go (default grids/<name>)",
-    "lr_sweep": "learning rates every cell tries, keeping the best on validation (a recipe's own lr_sweep wins)",
+    # issue 19
+    "compare": "paired comparisons on the same test images: a baseline label (every other label of its axis vs it) "
+               "or a list of 'A vs B' labels of one axis, e.g. [lp_cdtm vs lp, sft_cdtm vs fft]",
 }
 
 SEED_FIELDS = ("seed", "data_seed", "split_seed")
@@ -79,7 +86,8 @@ class Problems(list):
 def canonical_recipe(fields: Mapping[str, Any]) -> str:
     """The recipe a set of fields amounts to, e.g. 'lp_cdtm' or 'scratch'; it matches the paper's rows.
 
-    A non-scratch run whose backbone does not start from pretrained weights gets `_random_init` (and matches none).
+    A non-scratch run whose backbone does not start from pretrained weights gets `_random_init` (and matches none);
+    a run with any of timm's fine-tuning knobs on (`cdtm_hf.training.knobs.KNOB_FIELDS`) gets `_timm`.
     """
     mode = fields.get("finetune_mode", field_default("finetune_mode"))
     use_cdtm = fields.get("use_cdtm", field_default("use_cdtm"))
@@ -87,6 +95,8 @@ def canonical_recipe(fields: Mapping[str, Any]) -> str:
     key = f"{mode}{'_cdtm' if use_cdtm else ''}"
     if mode != "scratch" and not pretrained and not fields.get("model_name_or_path"):
         key += "_random_init"
+    if any(k in fields and fields[k] != field_default(k) for k in KNOB_FIELDS):
+        key += "_timm"  # issue 18: timm's fine-tuning knobs on; not the paper's recipe
     return key
 
 
@@ -99,8 +109,6 @@ class Cell:
     labels: dict[str, str]  # axis -> label, in axis order
     fields: dict[str, Any]  # base < axes (in axis order) < overrides
     sources: dict[str, str] = field(default_factory=dict, repr=False)  # field -> the place that set it
-    # issue 19 item 9
-    lr_sweep: list[float] | None = None  # learning rates tried, the best on validation kept (experiments/sweep.py)
 
     def value(self, name: str) -> Any:
         """The field's value in this cell, its dataclass default when the grid does not set it."""

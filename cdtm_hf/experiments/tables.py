@@ -7,6 +7,7 @@ Mean ± std and the markdown table go through `cdtm_hf.evaluation.reporting`. Wh
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,8 @@ from ..core.presets import BACKBONE_PRESETS
 from ..evaluation.reporting import MISSING, format_mean_std, format_number, markdown_table, mean_std
 from .grid import Grid
 from .spec import Cell
-from .sweep import cell_flag, run_flags, training_notes  # issue 19 item 9
+
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "test_results.json"
 #: The paper's columns, in its order; each has a "paper" column beside ours when the grid names a paper table.
@@ -91,10 +93,38 @@ def collect_results(grid: Grid) -> pd.DataFrame:
             row["num_test_examples"] = report.get("num_test_examples")
             row["params_m"] = (report.get("efficiency") or {}).get("params_m")
             row["selected_stage"] = (report.get("training") or {}).get("selected_stage")
+            row.update(_statistics_columns(report))  # issue 19
             row["run_dir"] = str(Path(cell.cell_id) / f"seed{seed}")
-            row.update(run_flags(grid.run_dir(cell, seed), report))  # issue 19 item 9
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _statistics_columns(report: dict[str, Any]) -> dict[str, Any]:
+    """Issue 19: a run's bootstrap interval bounds, calibration and patient-level scores, for results.csv."""
+    row: dict[str, Any] = {}
+    intervals = report.get("intervals") or {}
+    for m in ("accuracy", "f1", "f1_eq12", "auroc"):
+        if m in intervals:
+            row[f"{m}_low"], row[f"{m}_high"] = intervals[m]["low"], intervals[m]["high"]
+    if intervals:
+        row["bootstrap_unit"] = (report.get("bootstrap") or {}).get("unit")
+    before = (report.get("calibration") or {}).get("before") or {}
+    row.update({k: before[k] for k in ("ece", "brier", "nll") if k in before})
+    patient = report.get("patient_level") or {}
+    for k in ("accuracy", "f1"):
+        if k in (patient.get("metrics") or {}):
+            row[f"patient_{k}"] = patient["metrics"][k]
+    if patient.get("patient_recognition_rate"):
+        row["patient_recognition_rate"] = patient["patient_recognition_rate"]["value"]
+    for name, extra in (report.get("extra_tests") or {}).items():  # one column per shifted test set
+        row[f"extra_{name}_f1"] = (extra.get("metrics") or {}).get("f1")
+        found = (extra.get("intervals") or {}).get("f1") or {}
+        row[f"extra_{name}_f1_low"], row[f"extra_{name}_f1_high"] = found.get("low"), found.get("high")
+    stages = (report.get("training") or {}).get("stages") or []
+    row["still_improving"] = any(s.get("still_improving") for s in stages)  # validation metric rising at the end
+    row["validation_at_ceiling"] = any(isinstance(s.get("best_metric"), float) and s["best_metric"] >= 0.9999
+                                       for s in stages)
+    return row
 
 
 def summarize(grid: Grid, runs: pd.DataFrame) -> pd.DataFrame:
@@ -129,7 +159,6 @@ def _notes(grid: Grid, runs: pd.DataFrame | None) -> list[str]:
         if fallback:
             notes.append(f"{fallback} run(s) report neither `f1_eq12` nor precision and recall (e.g. multi-label): "
                          "their F1 Eq. 12 column shows their Macro-F1 instead.")
-    notes += training_notes(grid.cells, runs)  # issue 19 item 9
     if grid.paper_table is not None:
         table = load_paper_results()["tables"][grid.paper_table]
         notes.append(f"Paper columns: {table['source']} (cdtm_hf/paper/paper_results.json `{grid.paper_table}`); "
@@ -201,9 +230,7 @@ def cell_line(grid: Grid, cell: Cell, trained: Sequence[int]) -> str:
         paper = " | " + ", ".join(f"{PAPER_HEADERS[m]} {format_number(row[PAPER_KEYS[m]])}"
                                         for m in TABLE_METRICS if PAPER_KEYS[m] in row)
     status = f"{len(reports)}/{len(grid.seeds)} seeds, {len(trained)} trained now"
-    flag = cell_flag(cell, [(grid.run_dir(cell, s), r) for s in grid.seeds
-                            if (r := read_results(grid.run_dir(cell, s))) is not None])  # issue 19 item 9
-    return f"{cell.cell_id}: {', '.join(parts)} ({status}){paper}{flag}"
+    return f"{cell.cell_id}: {', '.join(parts)} ({status}){paper}"
 
 
 def write_tables(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
@@ -217,5 +244,12 @@ def write_tables(grid: Grid) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path
     grid.output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": grid.output_dir / "results.csv", "markdown": grid.output_dir / "results.md"}
     runs.to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(to_markdown(grid, summary, runs))
+    from .comparisons import comparison_lines, paired_comparisons, statistics_sections, write_forest_plots
+
+    comparisons = paired_comparisons(grid)  # issue 19: paired differences, intervals, per class, forest plots
+    for line in comparison_lines(comparisons):
+        logger.info("Paired comparison: %s", line)
+    sections = statistics_sections(grid, runs, comparisons)
+    paths["markdown"].write_text(to_markdown(grid, summary, runs) + "\n".join(sections))
+    paths.update(write_forest_plots(grid, runs, comparisons))
     return runs, summary, paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,7 @@ def _preset_of(config: Mapping[str, Any], report: Mapping[str, Any]) -> tuple[st
     for name, preset in BACKBONE_PRESETS.items():
         if (preset.library, preset.model_name) == (config.get("backbone_library", "timm"), config.get("backbone")) and (
             preset.pretrained_tag in (None, config.get("backbone_pretrained_tag"))
-        ):
+        ) and not preset.weights_repo:  # a foundation model shares its timm name: only its recorded preset names it
             return name, preset
     return None, None
 
@@ -173,14 +174,22 @@ def results_context(report: Mapping[str, Any]) -> dict[str, str]:
     keys = [k for k in METRICS if k in metrics]
     out = {"results_table": "", "per_class_table": "", "confusion_table": ""}
     if keys:
+        from .card_results import bracket as _bracket  # issue 19: the value with its bootstrap interval
+
+        intervals = report.get("intervals") or {}
         out["results_table"] = markdown_table(
-            [METRIC_DISPLAY_NAMES[k] for k in keys], [[format_pct(metrics[k], suffix=" %") for k in keys]]
+            [METRIC_DISPLAY_NAMES[k] for k in keys],
+            [[f"{format_pct(metrics[k], suffix=' %')} {_bracket(intervals.get(k))}".strip() for k in keys]]
         )
     per_class = report.get("per_class") or {}
     if per_class:
+        from .card_results import bracket as _bracket  # issue 19
+
+        boot = report.get("per_class_intervals") or {}
         out["per_class_table"] = markdown_table(
             ["Class", "Precision", "Recall", "F1", "Support"],
-            [[label, *(format_pct(row.get(k)) for k in ("precision", "recall", "f1")), row.get("support")]
+            [[label, *(f"{format_pct(row.get(k))} {_bracket((boot.get(label) or {}).get(k))}".strip()
+                       for k in ("precision", "recall", "f1")), row.get("support")]
              for label, row in per_class.items()],
         )
     matrix = report.get("confusion_matrix")
@@ -218,6 +227,12 @@ def _stages_table(stages: list[Mapping[str, Any]], selected: int | None, metric:
          format_number(stage.get("best_metric"), digits=4), "yes" if stage.get("stage") == selected else ""]
         for stage in stages
     ]
+    if any(stage.get("ema") for stage in stages):  # issue 18: --model_ema, what each stage compared and kept
+        headers.append("EMA weights (validation)")
+        for row, stage in zip(rows, stages):
+            ema = stage.get("ema") or {}
+            row.append(f"{format_number(ema.get('metric'), digits=4)}, {'kept' if ema.get('kept') else 'not kept'}"
+                       if ema else "")
     return markdown_table(headers, rows)
 
 
@@ -240,10 +255,11 @@ def training_context(report: Mapping[str, Any]) -> dict[str, str]:
         "stages": stages, "selected": next((s for s in stages if s.get("stage") == selected), None), "metric": metric,
     }
     training.pop("finetune_mode", None)
-    reason, warnings = training.pop("selection_reason", None), training.pop("selection_warnings", None)  # issue 19.9
-    out["selection_text"] = f"Kept: {reason}." if reason else ""
-    out["selection_warnings"] = [f"Selection: {w}." for w in warnings or []]
     out["framework_versions"] = framework_versions_list(training.pop("framework_versions", None))
+    from .card_results import selection_context  # issue 19
+
+    out.update(selection_context(report, stages, selected, metric))
+    training.pop("selection_reason", None)
     rows = [[f"`{k}`", _fmt(v)] for k, v in training.items() if v is not None]
     if "seed" in report:
         rows.append(["`seed`", report["seed"]])
@@ -287,14 +303,21 @@ class CardBackbone:
         )
         if not from_pretrained:
             pretraining = "none, the backbone was not initialised from pretrained weights"
-        elif preset:
+        elif config.get("backbone_pretraining"):  # issue 19: named by the user (--backbone_pretraining)
+            pretraining = str(config["backbone_pretraining"])
+        elif preset and not pretrained_file:
             pretraining = preset.pretraining
         else:
-            pretraining = "not recorded, the backbone is not one of the cdtm_hf presets"
+            pretraining = "not recorded (pass --backbone_pretraining to name it)"
+        provenance = config.get("backbone_pretrained_file_provenance") or {}
+        if from_pretrained and pretrained_file:  # issue 19: the file's hash, not its path as typed
+            digest = f", sha256 `{provenance['sha256']}`" if provenance.get("sha256") else ", no hash recorded"
+            pretraining += f"; weights from a local file (`{Path(str(pretrained_file)).name}`{digest})"
         # weights from a local file are not the library's Hub weights: no base_model claim for them
         hub_id = None
         if from_pretrained and not pretrained_file:
-            hub_id = backbone_hub_id(library, name, config.get("backbone_pretrained_tag"))
+            hub_id = (preset.weights_repo if preset and preset.weights_repo else
+                      backbone_hub_id(library, name, config.get("backbone_pretrained_tag")))
         family = preset.family if preset else name
         return cls(library, name, preset_name, family, pretraining, from_pretrained, hub_id)
 
@@ -313,7 +336,10 @@ def details_table(config: Mapping[str, Any], backbone: CardBackbone, labels: lis
         ("Head", config.get("head_type", "linear")),
         ("Input", f"{config.get('image_size')} x {config.get('image_size')} RGB"),
         ("Tokens p x width d", f"{config.get('num_tokens')} x {config.get('hidden_size')}"),
+        *([("CDTM token grid", f"{config['cdtm_token_grid']} x {config['cdtm_token_grid']} (the backbone's token grid "
+            "average-pooled before CDTM)")] if config.get("cdtm_token_grid") else []),
         ("Labels", ", ".join(f"`{x}`" for x in labels)),
         ("Problem type", config.get("problem_type") or "single_label_classification"),
     ]
     return markdown_table(["", ""], rows)
+

@@ -41,6 +41,7 @@ from .card_sections import (
     split_facts,
     training_context,
 )
+from .card_results import statistics_context
 from .checkpoint import CARD_NAME, CONFIG_NAME, CONFUSION_MATRIX_NAME, RESULTS_NAME, CheckpointError, read_json
 
 __all__ = ["PAPER_CITATION", "eval_results", "generate_model_card", "load_report", "render_card", "write_model_card"]
@@ -157,12 +158,13 @@ def generate_model_card(
         confusion_image=(checkpoint_dir / CONFUSION_MATRIX_NAME).is_file(),
         details_table=details_table(config, backbone, labels, use_cdtm),
         repo=repo_id or str(checkpoint_dir), top_k=min(3, max(1, len(labels))),
+        hub_repo=repo_id, local_repo=checkpoint_dir.resolve().name,  # issue 19: a Hub id only where one is known
         label_list=", ".join(f"`{x}`" for x in labels) or "of its training set",
         input_kind=builder.MODALITY if builder and builder.MODALITY else "like its training images",
         paper_table=paper_table(report, paper_reference, model_name), efficiency_table=efficiency_table(report),
         gmacs_recorded=is_number((report.get("efficiency") or {}).get("gmacs")),
         citation=PAPER_CITATION,
-        **results_context(report), **training_context(report),
+        **results_context(report), **training_context(report), **statistics_context(report, checkpoint_dir),
     )
 
 

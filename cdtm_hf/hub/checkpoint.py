@@ -47,7 +47,8 @@ RESULTS_NAME = "test_results.json"
 CONFUSION_MATRIX_NAME = "confusion_matrix.png"
 
 # Files published with the model when present (besides the weights and the remote-code *.py files).
-OPTIONAL_FILES = (PREPROCESSOR_NAME, CARD_NAME, RESULTS_NAME, CONFUSION_MATRIX_NAME)
+OPTIONAL_FILES = (PREPROCESSOR_NAME, CARD_NAME, RESULTS_NAME, CONFUSION_MATRIX_NAME,
+                  "reliability_diagram.png", "roc_pr_curves.png", "training_curves.png")  # issue 19: the card's plots
 # Pickle formats: never published, and a checkpoint that holds one at its top level is refused.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 # A second guard for an upload, on top of the explicit allow-list of `checkpoint_files`. The Trainer's bookkeeping

@@ -64,5 +64,13 @@ class CDTMImageClassificationPipeline(ImageClassificationPipeline):
             image = open_image(image, timeout=timeout)
         return super().preprocess(image, timeout=timeout)
 
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=5):
+        """Scores from the logits divided by the model's `calibration_temperature` (`--calibrate`), where it has one
+        (issue 19); the ranking of the classes is unchanged."""
+        temperature = getattr(self.model.config, "calibration_temperature", None)
+        if temperature:
+            model_outputs = {**model_outputs, "logits": model_outputs["logits"] / float(temperature)}
+        return super().postprocess(model_outputs, function_to_apply=function_to_apply, top_k=top_k)
+
 
 __all__ = ["CDTMImageClassificationPipeline", "open_image"]

@@ -159,6 +159,7 @@ def push_checkpoint(
     private: bool = False,
     commit_message: str | None = None,
     create_card: bool = True,
+    revision: str | None = None,
 ) -> str:
     """Upload a checkpoint folder to the Hub; return the repository URL.
 
@@ -173,6 +174,7 @@ def push_checkpoint(
         private (`bool`, *optional*, defaults to `False`): create the repository as private.
         commit_message (`str`, *optional*): the commit message.
         create_card (`bool`, *optional*, defaults to `True`): write the model card when `README.md` is missing.
+        revision (`str`, *optional*): the branch to push to (created from main if missing); default the main branch.
 
     Raises:
         `InvalidRepoIdError`, `CheckpointError`, `MissingTokenError`: before anything is written or uploaded.
@@ -197,9 +199,12 @@ def push_checkpoint(
             "push again"
         ) from None
     target = getattr(repo_url, "repo_id", None) or repo_id
+    if revision:  # `--hub_revision` (issue 18): upload_folder needs the branch to exist
+        api.create_branch(target, branch=revision, exist_ok=True)
     api.upload_folder(
         folder_path=str(output_dir),
         repo_id=target,
+        revision=revision,
         allow_patterns=list(files),
         ignore_patterns=list(IGNORE_PATTERNS),
         commit_message=commit_message or f"Upload CDTM checkpoint ({len(files)} files)",

@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 
 from ..core.configuration_cdtm import FieldError
 from .feature_cache import CACHE_DTYPES
+from .knobs import check_knob_fields
 from .stages import FINETUNE_MODES
 
 
@@ -58,7 +59,22 @@ def accept_bool_spellings(parser) -> None:
             return _type(key if key == "auto" else text)
 
         action.type = typed
+def _check_lora_fields(args: Any) -> None:
+    """The issue-20 fields: stage2_method and the LoRA hyperparameters."""
+    _require(args.stage2_method in ("full", "lora"), "stage2_method",
+             f"stage2_method {args.stage2_method!r} is not one of: full, lora")
+    if args.stage2_method != "lora":
+        return
+    _require(args.finetune_mode == "sft", "stage2_method",
+             f"stage2_method lora adapts SFT's stage 2; finetune_mode={args.finetune_mode!r} has no stage 2 (use "
+             "--finetune_mode sft, or --stage2_method full)")
+    _require(args.lora_r >= 1, "lora_r", f"lora_r must be >= 1, got {args.lora_r}")
+    _require(args.lora_alpha > 0, "lora_alpha", f"lora_alpha must be > 0, got {args.lora_alpha}")
+    _require(0 <= args.lora_dropout < 1, "lora_dropout", f"lora_dropout must be in [0, 1), got {args.lora_dropout}")
+    import importlib.util
 
+    _require(importlib.util.find_spec("peft") is not None, "stage2_method",
+             "stage2_method lora needs peft: pip install 'cdtm_hf[lora]' (or pip install peft)")
 
 
 @dataclass
@@ -119,9 +135,55 @@ class CDTMTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = False
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
 
+    # Issue 18: the HF flags a run cannot ignore. A run always selects its model on the validation split and tests
+    # it; `_check_hf_flags` refuses the values it cannot honour.
+    do_eval: bool = field(
+        default=True, metadata={"help": "always on: every run evaluates on the validation split to keep its best model"}
+    )
+    do_predict: bool = field(
+        default=True, metadata={"help": "always on: every run tests the model it keeps (test_results.json, the card)"}
+    )
+    hub_strategy: str = field(
+        default="end", metadata={"help": "end only: --push_to_hub uploads the kept model, its card and results once, "
+                                 "when the run ends"}
+    )
+    # issue 18: timm fine-tuning knobs (cdtm_hf.training.knobs checks them; all off by default)
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "layer-wise lr decay of the backbone (timm param_groups_layer_decay), e.g. "
+                                "0.75; CDTM and the head keep the stage's learning rate"})
+    model_ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights (timm ModelEmaV3); it is "
+                                                     "evaluated at the end of each stage and kept when better"})
+    model_ema_decay: float = field(default=0.9998, metadata={"help": "EMA decay per optimizer step"})
+    model_ema_warmup: bool = field(default=False, metadata={"help": "EMA decay warmup (timm use_warmup)"})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (timm Mixup; 0 = off), e.g. 0.8"})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0 = off), e.g. 1.0"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of cutmix when both are on"})
+    mixup_mode: str = field(default="batch", metadata={"help": "mix per batch, pair or elem"})
+    auto_augment: str | None = field(
+        default=None, metadata={"help": "timm auto-augment policy of the train transform, e.g. rand-m9-mstd0.5-inc1"})
+    re_prob: float | None = field(default=None, metadata={"help": "random-erasing probability (train transform)"})
+    scale: list[float] | None = field(default=None, metadata={"help": "random-resized-crop area range, e.g. 0.08 1"})
+    ratio: list[float] | None = field(default=None, metadata={"help": "random-resized-crop aspect range"})
+    hflip: float | None = field(default=None, metadata={"help": "horizontal-flip probability (timm default 0.5)"})
+    vflip: float | None = field(default=None, metadata={"help": "vertical-flip probability (histology: 0.5)"})
+    color_jitter: float | None = field(default=None, metadata={"help": "colour-jitter strength (timm default 0.4)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (model and inputs)"})
+    # issue 20: a parameter-efficient SFT stage 2 (cdtm_hf.training.lora)
+    stage2_method: Literal["full", "lora"] = field(
+        default="full", metadata={"help": "SFT stage 2: full (every backbone weight trains) or lora (LoRA adapters on "
+                                  "the backbone's linear layers through peft; CDTM and the head train fully)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank of stage 2 (--stage2_method lora)"})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA scaling alpha (the update is alpha / r * BA)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "comma-separated leaf names of the backbone's Linear layers to adapt; "
+                                "default per family: timm qkv,proj,fc1,fc2; transformers query,key,value,dense"})
+
     def __post_init__(self):
         """Refuse a run that would fail, train nothing or diverge by construction, naming the field and the remedy;
         then `TrainingArguments`' own checks."""
+        _check_hf_flags(self)
         _require(self.finetune_mode in FINETUNE_MODES, "finetune_mode",
                  f"finetune_mode {self.finetune_mode!r} is not one of: {', '.join(FINETUNE_MODES)}")
         sft = self.finetune_mode == "sft"
@@ -157,9 +219,29 @@ class CDTMTrainingArguments(TrainingArguments):
         _require(not (sft and self.stage2_from_best and not self.load_best_model_at_end), "stage2_from_best",
                  "stage2_from_best needs load_best_model_at_end=True (stage 1's best weights seed stage 2); pass "
                  "--stage2_from_best False to start stage 2 from stage 1's last weights")
+        check_knob_fields(self)
+        _check_lora_fields(self)
         if self.dataloader_pin_memory and (self.use_cpu or not torch.cuda.is_available()):
             self.dataloader_pin_memory = False  # pinned memory only speeds up host-to-CUDA copies
         super().__post_init__()
+
+
+def _check_hf_flags(args: CDTMTrainingArguments) -> None:
+    """Refuse the values of TrainingArguments' flags that a cdtm_hf run would otherwise ignore (issue 18)."""
+    _require(args.do_eval is not False, "do_eval",
+             "do_eval False: a run evaluates on the validation split every epoch to keep its best model "
+             "(load_best_model_at_end); leave --do_eval out (--eval_strategy steps evaluates more often)")
+    _require(args.do_predict is not False, "do_predict",
+             "do_predict False: a run always tests the model it keeps on the test split (test_results.json, the "
+             "card); leave --do_predict out")
+    strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
+    _require(strategy == "end", "hub_strategy",
+             f"hub_strategy {strategy!r}: --push_to_hub uploads the kept model once, with its card and results, when "
+             "the run ends (hub_strategy end), and pushes no checkpoint; leave --hub_strategy out (to publish a folder "
+             "later: cdtm-hub push <folder> <repo_id>)")
+    _require(not args.hub_always_push, "hub_always_push",
+             "hub_always_push: the run pushes once, synchronously, at its end, so no push is ever skipped; leave "
+             "--hub_always_push out")
 
 
 __all__ = ["CDTMTrainingArguments", "accept_bool_spellings"]

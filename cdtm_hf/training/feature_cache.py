@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 from transformers import default_data_collator
 
 from ..core.modeling_cdtm import CDTMForImageClassification
+from ..logging import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def feature_cache_key(dataset: Any, model: CDTMForImageClassification, dtype: st
         dataset (`Any`): a `datasets.Dataset` (its `_fingerprint` is used) or any sized dataset.
         model (`CDTMForImageClassification`): the model whose backbone produces the tokens.
         dtype (`str`, *optional*, defaults to `"float16"`): the storage dtype, one of `CACHE_DTYPES`.
+        disable_tqdm (`bool`, *optional*): True hides the progress bar (a run's `--disable_tqdm`).
     """
     fingerprint = getattr(dataset, "_fingerprint", None) or f"{type(dataset).__name__}-{len(dataset)}-{id(dataset)}"
     cfg = model.config
@@ -93,6 +94,7 @@ def estimate_cache_bytes(model: CDTMForImageClassification, num_examples: int, d
         model (`CDTMForImageClassification`): the model whose backbone tokens are cached.
         num_examples (`int`): the number of images.
         dtype (`str`, *optional*, defaults to `"float16"`): the storage dtype, one of `CACHE_DTYPES`.
+        disable_tqdm (`bool`, *optional*): True hides the progress bar (a run's `--disable_tqdm`).
     """
     _check_dtype(dtype)
     tokens, width = _token_shape(model)
@@ -167,6 +169,7 @@ def build_feature_cache(
     device: torch.device | None = None,
     desc: str = "Caching frozen backbone features",
     dtype: str = "float16",
+    disable_tqdm: bool | None = None,
 ) -> CachedFeatures:
     """Run the frozen backbone once over `dataset` (eval mode, no grad) and store its tokens in a memmap.
 
@@ -183,6 +186,7 @@ def build_feature_cache(
         device (`torch.device`, *optional*): where the backbone runs; default the model's device.
         desc (`str`, *optional*): the progress bar's label.
         dtype (`str`, *optional*, defaults to `"float16"`): the storage dtype, one of `CACHE_DTYPES`.
+        disable_tqdm (`bool`, *optional*): True hides the progress bar (a run's `--disable_tqdm`).
     """
     _check_dtype(dtype)
     cache_dir = Path(cache_dir)
@@ -193,12 +197,13 @@ def build_feature_cache(
         return CachedFeatures(np.load(feat_path, mmap_mode="r"), np.load(label_path))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers)
     try:
-        labels = _write_features(model, loader, feat_path, (len(dataset), *_token_shape(model)), dtype, device, desc)
+        labels = _write_features(model, loader, feat_path, (len(dataset), *_token_shape(model)), dtype, device, desc,
+                                 disable_tqdm)
     except _Float16Overflow as exc:
         feat_path.unlink(missing_ok=True)
         logger.warning("%s; building this feature cache in float32 instead", exc)
         return build_feature_cache(model, dataset, cache_dir, batch_size, collate_fn, num_workers, device, desc,
-                                   dtype="float32")
+                                   dtype="float32", disable_tqdm=disable_tqdm)
     np.save(label_path, labels)
     meta = {"shape": list(np.load(feat_path, mmap_mode="r").shape), "complete": True,
             "backbone": model.config.backbone, "dtype": dtype}
@@ -214,6 +219,7 @@ def _write_features(
     dtype: str,
     device: torch.device | None,
     desc: str,
+    disable_tqdm: bool | None = None,
 ) -> np.ndarray:
     """Fill a memmap at `feat_path` with the backbone's tokens; returns the labels in dataset order."""
     features = np.lib.format.open_memmap(feat_path, mode="w+", dtype=np.dtype(dtype), shape=shape)
@@ -224,7 +230,8 @@ def _write_features(
     offset = 0
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc=desc, unit="batch"):
+            # the run's --disable_tqdm hides the bar; otherwise cdtm_hf.logging's switch decides
+            for batch in progress_bar(loader, desc=desc, unit="batch", **({"disable": True} if disable_tqdm else {})):
                 full = model.backbone_features(batch["pixel_values"].to(device)).float().cpu().numpy()
                 with np.errstate(over="ignore"):  # an overflow is detected just below
                     stored = full.astype(features.dtype)

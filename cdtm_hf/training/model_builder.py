@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..core.configuration_cdtm import CDTMConfig
 from ..core.modeling_cdtm import CDTMForImageClassification
+from .knobs import model_backbone_kwargs
 from .run_arguments import ModelArguments
 
 __all__ = ["build_model"]
@@ -28,9 +29,13 @@ def build_model(
     label2id = {n: i for i, n in id2label.items()}
     problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     if model_args.model_name_or_path:
+        extra = {}
+        if model_args.drop_path_rate is not None:  # training-only: the saved weights are unchanged
+            saved = CDTMConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs()).backbone_kwargs
+            extra["backbone_kwargs"] = {**saved, "drop_path_rate": model_args.drop_path_rate}
         return CDTMForImageClassification.from_pretrained(
             model_args.model_name_or_path, num_labels=len(names), id2label=id2label, label2id=label2id,
-            problem_type=problem_type, ignore_mismatched_sizes=True,
+            problem_type=problem_type, ignore_mismatched_sizes=True, **model_args.hub_kwargs(), **extra,
         )
     config = CDTMConfig(
         backbone=model_args.backbone, backbone_library=model_args.backbone_library,
@@ -40,6 +45,8 @@ def build_model(
         num_cdtm_blocks=model_args.num_cdtm_blocks, head_type=model_args.head_type,
         mha_num_heads=model_args.mha_num_heads, image_size=model_args.image_size,
         num_labels=len(names), id2label=id2label, label2id=label2id, problem_type=problem_type,
+        backbone_kwargs=model_backbone_kwargs(model_args),
+        cdtm_token_grid=model_args.cdtm_token_grid, cdtm_max_parameters=model_args.cdtm_max_parameters,
     )
     # offline without the weights, the core names the backbone and the remedies (BackboneWeightsError)
     return CDTMForImageClassification.from_backbone(config, pretrained=model_args.backbone_pretrained)

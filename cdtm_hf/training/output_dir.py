@@ -21,14 +21,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LOCK_FILE", "OPTIMIZER_STATE_PATTERNS", "RUN_FILES", "TRAINER_STATE_PATTERNS", "check_disk_space",
-    "check_output_dir", "clear_output_dir", "is_trainer_state", "lock_output_dir", "prune_optimizer_states",
-    "release_output_dir",
-    "resume_hint",
+    "check_output_dir", "clear_output_dir", "drop_incomplete_checkpoints", "is_trainer_state", "lock_output_dir",
+    "prune_optimizer_states", "release_output_dir", "releases_output_dir_lock", "resume_hint",
 ]
 
 #: the optimizer, scheduler and grad-scaler states `Trainer` saves in a checkpoint (what a resume needs besides the
 #: weights, the RNG states and `trainer_state.json`)
-OPTIMIZER_STATE_PATTERNS = ("optimizer.*", "scheduler.*", "scaler.*")
+#: (and the EMA of the weights of --model_ema, issue 18)
+OPTIMIZER_STATE_PATTERNS = ("optimizer.*", "scheduler.*", "scaler.*", "model_ema.*")
 #: every Trainer bookkeeping file of a checkpoint folder: pickles that no loader reads as model weights
 TRAINER_STATE_PATTERNS = (*OPTIMIZER_STATE_PATTERNS, "rng_state*.pth", "training_args.bin", "trainer_state.json")
 
@@ -37,6 +37,8 @@ RUN_FILES = (
     "test_results.json", "test_results.md", "confusion_matrix.png", "README.md", "run_args.json", "training_args.json",
     "training_args.bin", "split_manifest.json", "config.json", "preprocessor_config.json", "model.safetensors",
     "model.safetensors.index.json", "all_results.json", "eval_results.json", "trainer_state.json",
+    # issue 19: the plots and the test predictions the grid compares runs on
+    "reliability_diagram.png", "roc_pr_curves.png", "training_curves.png", "test_predictions.npz",
 )
 RUN_DIRS = (*STAGE_DIRS, STAGE1_BEST_DIR, "runs", "explain")
 RUN_MARKERS = ("test_results.json", "model.safetensors", "run_args.json", *STAGE_DIRS, "runs")
@@ -229,3 +231,30 @@ def release_output_dir(output_dir: str | os.PathLike) -> None:
     if handle is not None:
         (Path(output_dir) / LOCK_FILE).unlink(missing_ok=True)
         handle.close()
+
+
+def drop_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove the `checkpoint-*` folders a failed save left without `trainer_state.json` (the Trainer writes it last),
+    so that `--resume_from_checkpoint True` continues from the last complete one; return the folders removed."""
+    removed = [p for p in list_checkpoints(output_dir) if not (p / "trainer_state.json").is_file()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.warning("Removed the incomplete checkpoint %s (its save failed)", path)
+    return removed
+
+
+def releases_output_dir_lock(run):
+    """Decorate a run function `(model_args, data_args, training_args, ...)`: when it returns or raises, the lock
+    its pre-flight took on `training_args.output_dir` is released (a grid runs many in one process)."""
+    import functools
+
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            training_args = kwargs.get("training_args", args[2] if len(args) > 2 else None)
+            if training_args is not None:
+                release_output_dir(training_args.output_dir)
+
+    return wrapper

@@ -14,6 +14,7 @@ from ..core.backbones import backbone_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
 from ..data.registry import IMAGEFOLDER, data_source_problem
 from ..data.verify import VERIFY_MODES
+from .knobs import check_backbone_knobs
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,40 @@ class ModelArguments:
         metadata={"help": f"input size in pixels; default {DEFAULT_IMAGE_SIZE}, or the checkpoint's with "
                   "--model_name_or_path"},
     )
+    # issue 18: a checkpoint on the Hub, as the HF examples take it
+    model_revision: str = field(
+        default="main", metadata={"help": "branch, tag or commit of --model_name_or_path on the Hub"}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={"help": "Hub token for a private or gated --model_name_or_path (default: `hf auth login`'s or "
+                  "HF_TOKEN); never written into the run's files"},
+    )
+    # issue 18: timm fine-tuning knobs
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "stochastic depth of a timm backbone (timm create_model drop_path_rate)"})
+    backbone_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "extra backbone factory arguments as JSON: timm create_model keywords, e.g. "
+                                "'{\"proj_drop_rate\": 0.1}', or a transformers config's fields with "
+                                "--backbone_library transformers"})
+    # issue 20: CDTM at the token counts of large backbones
+    cdtm_token_grid: int | None = field(
+        default=None, metadata={"help": "pool the backbone's h x w token grid to g x g before CDTM (e.g. 14)"})
+    cdtm_max_parameters: int | None = field(
+        default=100_000_000, metadata={"help": "refuse a CDTM with more parameters than this (n * p^2 bases)"})
+    # issue 19
+    backbone_pretraining: str | None = field(
+        default=None,
+        metadata={"help": "what the backbone was pretrained on, e.g. \"ImageNet-1k\" (recorded in config.json and "
+                          "the card; the presets know theirs, a --backbone_pretrained_file does not)"},
+    )
+
+    def hub_kwargs(self) -> dict[str, str | None]:
+        """What `from_pretrained` of the checkpoint takes besides its name: the revision and the token."""
+        return {"revision": self.model_revision, "token": self.token}
 
     def __post_init__(self):
+        check_backbone_knobs(self)
         if self.model_name_or_path is None:
             self.backbone = self.backbone or DEFAULT_BACKBONE
             self.image_size = self.image_size if self.image_size is not None else DEFAULT_IMAGE_SIZE
@@ -74,6 +107,8 @@ class ModelArguments:
         if self.model_name_or_path is None:
             problem = backbone_problem(self.backbone, self.backbone_library)
             _require(problem is None, "backbone", str(problem))
+        _require(self.cdtm_token_grid is None or self.cdtm_token_grid >= 1, "cdtm_token_grid",
+                 f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
 
 
 @dataclass
@@ -102,12 +137,42 @@ class DataArguments:
         default=False, metadata={"help": "drop unreadable images (each is named in the log and split_manifest.json)"}
     )
     explain: bool = field(default=False, metadata={"help": "write CCA explanation PNGs for the test set"})
+    # issue 18: the data sources of transformers' run_image_classification.py (cdtm_hf.data.sources)
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "a Hub dataset id (org/name), a local dataset repository folder, or a folder "
+                                "written by save_to_disk (instead of --dataset/--data_dir)"},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "the config of --dataset_name"})
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "column of images of a --dataset_name / metadata.csv source (default: image)"}
+    )
+    label_column_name: str | None = field(
+        default=None, metadata={"help": "column of class labels of a --dataset_name / metadata.csv source "
+                                "(default: label)"},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "a stratified, seeded subset of validation (debugging); keeps every class"}
+    )
+    # issue 19
+    extra_test: list[str] | None = field(
+        default=None,
+        metadata={"help": "extra test sets reported separately, name=DIR (an image folder of the same classes) or "
+                          "name=CONFIG[:column=value] (another config of --dataset, the test patients' images only, "
+                          "e.g. x40=all_magnifications:magnification=40); several: --extra_test a=X b=Y"},
+    )
 
     def __post_init__(self):
-        problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy)
+        problem = data_source_problem(self.dataset, self.dataset_config, self.split_strategy,
+                                      dataset_name=self.dataset_name, dataset_config_name=self.dataset_config_name)
         if problem:
             raise FieldError(*problem)
-        _require(self.dataset != IMAGEFOLDER or bool(self.data_dir), "data_dir",
+        for item in self.extra_test or []:  # issue 19
+            name, _, source = str(item).partition("=")
+            _require(bool(name and source) and name.replace("_", "").replace("-", "").isalnum(), "extra_test",
+                     f"extra_test {item!r} must read name=DIR or name=CONFIG (name: letters, digits, _ or -)")
+        names = [str(i).partition("=")[0] for i in self.extra_test or []]
+        _require(len(set(names)) == len(names), "extra_test", f"extra_test names repeat: {names}")
+        _require(self.dataset != IMAGEFOLDER or bool(self.data_dir or self.dataset_name), "data_dir",
                  "dataset imagefolder needs data_dir: pass --data_dir <folder> holding <class>/ folders of images, "
                  "optionally under train/, validation/ and test/")
         for name in ("validation_fraction", "test_fraction"):
@@ -121,6 +186,10 @@ class DataArguments:
         _require(
             self.max_train_samples is None or self.max_train_samples >= 1, "max_train_samples",
             f"max_train_samples must be >= 1 (or left out for all of train), got {self.max_train_samples}",
+        )
+        _require(
+            self.max_eval_samples is None or self.max_eval_samples >= 1, "max_eval_samples",
+            f"max_eval_samples must be >= 1 (or left out for all of validation), got {self.max_eval_samples}",
         )
         _require(self.verify_images in VERIFY_MODES, "verify_images",
                  f"verify_images {self.verify_images!r} is not one of: {', '.join(VERIFY_MODES)}")
@@ -138,6 +207,39 @@ class RunArguments:
         default=False,
         metadata={"help": "keep the optimizer states of superseded checkpoints (removed at the end of a run)"},
     )
+    # issue 19
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata={"help": "bootstrap resamples for the 95 %% intervals of every test metric (patients where the "
+                          "split has patient ids, else images); 0 turns the intervals off"},
+    )
+    calibrate: bool = field(
+        default=False,
+        metadata={"help": "fit a temperature on the validation split (recorded in config.json, applied by "
+                          "pipeline() and cdtm-predict); the test calibration is reported before and after"},
+    )
+
+    cv_folds: int = field(
+        default=0,
+        metadata={"help": "K > 1: K-fold cross-validation (patient-grouped, stratified, seeded by --split_seed) over "
+                          "all the data's images; each fold runs in <output_dir>/fold<k>; 0: one run on the split"},
+    )
+
+    lr_sweep: list[float] | None = field(
+        default=None,
+        metadata={"help": "learning rates to try, each in <output_dir>/lr<lr>; the best on validation is kept "
+                          "(ties: lower validation loss); the test set never chooses"},
+    )
+
+    def __post_init__(self):  # issue 19
+        _require(not self.lr_sweep or all(lr > 0 for lr in self.lr_sweep), "lr_sweep",
+                 f"lr_sweep learning rates must be positive, got {self.lr_sweep}")
+        _require(not (self.lr_sweep and self.cv_folds), "lr_sweep",
+                 "pass --lr_sweep or --cv_folds, not both (sweep first, then cross-validate the chosen rate)")
+        _require(self.cv_folds == 0 or self.cv_folds >= 2, "cv_folds",
+                 f"cv_folds must be 0 (no cross-validation) or at least 2, got {self.cv_folds}")
+        _require(self.bootstrap_resamples == 0 or self.bootstrap_resamples >= 2, "bootstrap_resamples",
+                 f"bootstrap_resamples must be 0 (off) or at least 2 (1000 by default), got {self.bootstrap_resamples}")
 
 
 def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
@@ -147,7 +249,7 @@ def resolve_model_args(model_args: ModelArguments) -> ModelArguments:
         return model_args
     from ..core.configuration_cdtm import CDTMConfig
 
-    config = CDTMConfig.from_pretrained(model_args.model_name_or_path)
+    config = CDTMConfig.from_pretrained(model_args.model_name_or_path, **model_args.hub_kwargs())
     saved = {"backbone": config.backbone_preset or config.backbone, "backbone_library": config.backbone_library,
              "image_size": config.image_size}
     conflicts = [f"--{k} {getattr(model_args, k)} (the checkpoint has {v})" for k, v in saved.items()

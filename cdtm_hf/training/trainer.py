@@ -9,6 +9,8 @@ Modes (Sec. II-B):
              checkpoint at a tenth of the learning rate, and each stage warms up for 5 epochs, then decays.
              The model kept at the end is the best on validation across both stages (stage 1's best included).
 
+The module is one subject, the one Trainer subclass that runs every stage.
+
 `CDTMTrainer.train()` runs each stage with a `CDTMTrainer` of its own: the same class, built with that stage's copy
 of the arguments, its datasets (cached backbone tokens while the backbone is frozen) and a fresh optimizer. Only what
 transformers documents is used: the constructor, `train()`, `state`, `save_model()`, the callbacks and the
@@ -31,13 +33,16 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..core.modeling_cdtm import CDTMForImageClassification
 from .arguments import CDTMTrainingArguments
+from .ema import keep_ema_if_better, read_ema_result
 from .feature_cache import build_feature_cache, cache_fits
+from .knobs import mixes_inputs, prepare_knobs
+from .mixup import build_mixup
+from .lora import apply_lora, merge_lora, method_record, uses_lora
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
+from .selection import best_epoch_record, selection_reason  # issue 19
+from .tie_break import TieBreakOnLossCallback, tied_evaluations  # issue 19 item 9: ties within a stage
 from .weights import load_saved_weights
-from .tie_break import (  # issue 19 item 9
-    TieBreakOnLossCallback, best_evaluation, ceiling_warnings, cross_stage_choice, stage_selection,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +51,13 @@ __all__ = ["STAGE_RECORD_KEYS", "CDTMTrainer", "StagedTensorBoardCallback"]
 # The keys of one `CDTMTrainer.stage_records` entry (the run report's `training.stages`).
 STAGE_RECORD_KEYS = (
     "stage", "backbone", "epochs", "learning_rate", "warmup_steps", "backbone_norm_eval", "backbone_lr_multiplier",
-    "best_metric", "best_checkpoint",
-    # issue 19 item 9: the kept evaluation (ties broken on validation loss) and why it was kept
-    "best_epoch", "best_step", "best_eval_loss", "tied_epochs", "tied_losses", "selection",
+    "best_metric", "best_checkpoint", "layer_decay", "ema",
+    # issue 19: the kept checkpoint's epoch, step and validation loss; whether the metric was still rising
+    "best_epoch", "best_step", "best_eval_loss", "eval_epochs", "still_improving",
+    # issue 20: how the backbone trained ("frozen", "full", "lora"), the LoRA rank, what share of the model trained
+    "method", "lora_r", "trainable_parameters", "trainable_share",
+    # issue 19 item 9: the other evaluations that tied the kept one on the selection metric, and their losses
+    "tied_epochs", "tied_losses",
 )
 
 
@@ -135,6 +144,7 @@ class CDTMTrainer(Trainer):
                              "optimizer's settings in CDTMTrainingArguments (optim, learning_rate, weight_decay, ...) "
                              "instead of optimizers= or model_init=")
         kwargs.setdefault("data_collator", default_data_collator)
+        self.ema_callback = prepare_knobs(model, args, kwargs, stage)  # issue 18: layer_decay, channels_last, EMA
         # the callbacks every stage's trainer shares: the user's (given here or through add_callback) and the
         # TensorBoard stream
         self._shared_callbacks: list = list(kwargs.get("callbacks") or [])
@@ -142,9 +152,9 @@ class CDTMTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self._sharing = True
         self.stage = stage
+        self.mixup = build_mixup(args, model.config)  # None without --mixup/--cutmix
         self.stage_records: list[dict[str, Any]] = []
         self.selected_stage: int | None = None
-        self.selection_reason, self.selection_warnings = None, []  # issue 19 item 9: what was kept, and why
         self._best_checkpoints: dict[int, str] = {}
         # what each stage's trainer is built with, besides its own arguments, datasets and the shared callbacks
         self._stage_kwargs = {k: v for k, v in kwargs.items()
@@ -210,6 +220,8 @@ class CDTMTrainer(Trainer):
         model = self.model
         model.backbone_norm_eval = self._norm_eval(stage, plan, self.args)
         model.freeze_backbone(stage.frozen_backbone)
+        if uses_lora(stage, self.args):  # issue 20: adapters on the backbone, CDTM and the head fully
+            self._lora_records[stage.index] = apply_lora(model, self.args)
         args = self._stage_args(stage, plan)
         train_ds, eval_ds = self._frozen_inputs() if stage.frozen_backbone else (self.train_dataset, self.eval_dataset)
         runner = CDTMTrainer(model=model, args=args, stage=stage, train_dataset=train_ds, eval_dataset=eval_ds,
@@ -253,8 +265,8 @@ class CDTMTrainer(Trainer):
         train_ds, eval_ds = self.train_dataset, self.eval_dataset
         if not self.args.feature_cache:
             return train_ds, eval_ds
-        if self.args.augment:
-            logger.info("Feature cache off: random augmentation changes the backbone input every epoch")
+        if self.args.augment or mixes_inputs(self.args):
+            logger.info("Feature cache off: random augmentation (or mixup) changes the backbone input every epoch")
             return train_ds, eval_ds
         evals = eval_ds if isinstance(eval_ds, dict) else ({} if eval_ds is None else {"validation": eval_ds})
         cache_dir = self.args.feature_cache_dir or os.path.join(self.args.output_dir, "feature_cache")
@@ -280,7 +292,7 @@ class CDTMTrainer(Trainer):
                 self.model, dataset, cache_dir, batch_size=self.args.per_device_eval_batch_size,
                 collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                 device=self.args.device, desc=f"Caching frozen backbone features ({split})",
-                dtype=self.args.feature_cache_dtype,
+                dtype=self.args.feature_cache_dtype, disable_tqdm=self.args.disable_tqdm,
             )
 
     # ---- the stages, their records and the final selection -----------------------------------------------------
@@ -294,6 +306,7 @@ class CDTMTrainer(Trainer):
         if self.args.finetune_mode == "scratch" and checkpoint is None:
             self.model.backbone.reinitialize()
         self.stage_records, self.selected_stage, self._best_checkpoints = [], None, {}
+        self._lora_records: dict[int, dict[str, Any]] = {}
         step_offset = sum(self._record_from_checkpoint(stage, plan) for stage in plan[:start])
         output = None
         try:
@@ -303,23 +316,30 @@ class CDTMTrainer(Trainer):
                     self.tensorboard.step_offset, self.tensorboard.hold_open = step_offset, stage is not plan[-1]
                 output = runner.train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
                 checkpoint = None
+                ema = keep_ema_if_better(runner, runner.ema_callback) if runner.ema_callback else None
                 # what the last stage ran with, for inspection (each stage built its own)
                 self.state, self.optimizer, self.lr_scheduler = runner.state, runner.optimizer, runner.lr_scheduler
-                self._record(stage, plan, runner.state)
+                self._record(stage, plan, runner.state, ema)
                 step_offset += runner.state.global_step
                 if len(plan) > 1 and stage.index == 1:
                     # the weights stage 2 starts from: stage 1's best (load_best_model_at_end), or its last with
                     # stage2_from_best=False
                     runner.save_model(os.path.join(self.args.output_dir, STAGE1_BEST_DIR))
+            merge_lora(self.model)  # the kept model is a plain CDTM checkpoint (issue 20)
             self._select_stage()
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
         return output
 
-    def _record(self, stage: Stage, plan: list[Stage], state: TrainerState) -> None:
+    def _record(self, stage: Stage, plan: list[Stage], state: TrainerState, ema: dict | None = None) -> None:
         """Append the record of a stage that ran (or finished before a resume), read from its trainer state."""
-        best = state.best_model_checkpoint
+        # issue 19: each stage's log history, for the training-curves plot
+        self.stage_log_histories = {**getattr(self, "stage_log_histories", {}), stage.index: list(state.log_history)}
+        best, best_metric = state.best_model_checkpoint, state.best_metric
+        if ema and ema["kept"]:  # --model_ema: the kept EMA weights are the stage's best model (stage1_best in SFT)
+            best_metric = ema["metric"]
+            best = os.path.join(self.args.output_dir, STAGE1_BEST_DIR) if stage.index < len(plan) else None
         if best is not None:
             self._best_checkpoints[stage.index] = best
             root = os.path.abspath(self.args.output_dir)
@@ -333,12 +353,14 @@ class CDTMTrainer(Trainer):
             "warmup_steps": self._warmup_steps(stage, self.args, len(self.train_dataset)),
             "backbone_norm_eval": self._norm_eval(stage, plan, self.args),
             "backbone_lr_multiplier": float(self.args.backbone_lr_multiplier),
-            "best_metric": None if state.best_metric is None else float(state.best_metric),
+            "best_metric": None if best_metric is None else float(best_metric),
             "best_checkpoint": best,
-            **best_evaluation(state, self.args.metric_for_best_model),  # issue 19 item 9
+            "layer_decay": None if stage.frozen_backbone else self.args.layer_decay,
+            "ema": ema,
+            **best_epoch_record(state, self.args.metric_for_best_model),  # issue 19
+            **method_record(self.model, stage.frozen_backbone, self._lora_records.get(stage.index)),
+            **tied_evaluations(state, self.args.metric_for_best_model),  # issue 19 item 9
         })
-        record = self.stage_records[-1]
-        record["selection"] = stage_selection(record, self.args.metric_for_best_model)
 
     def _record_from_checkpoint(self, stage: Stage, plan: list[Stage]) -> int:
         """Record a stage finished before a resume from its last checkpoint; return its optimizer steps."""
@@ -350,7 +372,7 @@ class CDTMTrainer(Trainer):
                 "resume from a checkpoint of stage 1 or start the run again"
             )
         state = TrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME))
-        self._record(stage, plan, state)
+        self._record(stage, plan, state, read_ema_result(stage_dir))
         return state.global_step
 
     def _select_stage(self) -> None:
@@ -358,30 +380,28 @@ class CDTMTrainer(Trainer):
         args = self.args
         last = self.stage_records[-1]
         self.selected_stage = last["stage"]
-        self.selection_reason, self.selection_warnings = last.get("selection"), []  # issue 19 item 9
-        self._choose_stage(args, last)
-        kept = next(r for r in self.stage_records if r["stage"] == self.selected_stage)
-        self.selection_warnings = ceiling_warnings(kept, args.metric_for_best_model, args.greater_is_better)
-
-    def _choose_stage(self, args: CDTMTrainingArguments, last: dict[str, Any]) -> None:  # SFT: stage 1 or 2
         if len(self.stage_records) < 2 or not args.load_best_model_at_end:
             return
         first = self.stage_records[0]
-        m1, m2 = first["best_metric"], last["best_metric"]  # issue 19.9: a tie goes to the lower validation loss
+        m1, m2 = first["best_metric"], last["best_metric"]
         if m1 is None or m2 is None:
             return
-        stage1_better, why = cross_stage_choice(first, last, args.metric_for_best_model, args.greater_is_better)
+        stage1_better = m1 > m2 if args.greater_is_better else m1 < m2
+        # issue 19: a tie on the selection metric (e.g. a saturated validation set) goes to the lower validation loss
+        self.selection_reason = selection_reason(m1, m2, first.get("best_eval_loss"), last.get("best_eval_loss"),
+                                                 args.metric_for_best_model, args.greater_is_better)
+        if m1 == m2:
+            loss1, loss2 = first.get("best_eval_loss"), last.get("best_eval_loss")
+            stage1_better = loss1 is not None and loss2 is not None and loss1 < loss2
         checkpoint = self._best_checkpoints.get(first["stage"])
         if stage1_better and checkpoint and os.path.isdir(checkpoint):
             load_saved_weights(self.model, checkpoint)
             self.selected_stage = first["stage"]
         elif stage1_better:
             logger.warning("Stage 1's best checkpoint %s is gone; keeping stage %d's best", checkpoint, last["stage"])
-            why = f"stage {last['stage']} kept: stage 1's best checkpoint is gone"
-        self.selection_reason = f"{(first if self.selected_stage == first['stage'] else last)['selection']}; {why}"
         logger.info(
-            "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d (%s)",
-            self.selected_stage, args.metric_for_best_model, m1, m2, last["stage"], self.selection_reason,
+            "Selected stage %d: best %s %.4f in stage 1, %.4f in stage %d",
+            self.selected_stage, args.metric_for_best_model, m1, m2, last["stage"],
         )
 
     # ---- optimizer: per-stage groups, backbone LR multiplier, no state for frozen parameters -----------------
@@ -394,7 +414,13 @@ class CDTMTrainer(Trainer):
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.mixup is not None and model.training:  # issue 18: mixed training batches, soft-target loss
+            return self.mixup.compute_loss(model, inputs, return_outputs)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self.stage is not None:
             logs = {**logs, "stage": self.stage.index}
         super().log(logs, *args, **kwargs)
+

@@ -128,20 +128,63 @@ def _trainable(row: DemoRow, lp_pct: float | None) -> str:
     return f"{format_number(lp_pct, 1)} → 100" if row.finetune_mode == "sft" else "100"
 
 
-TABLE_HEADERS = ("Model", "Fine-tune", "CDTM", "Acc (%)", "F1 (Eq. 12, %)", "Params (M)", "GMACs", "Trainable (%)",
-                 "Time (s)")
+TABLE_HEADERS = ("Model", "Fine-tune", "CDTM", "Acc (%)", "F1 (Eq. 12, %)", "F1 95 % interval", "Params (M)", "GMACs",
+                 "Trainable (%)", "Time (s)")
+#: the two comparisons the paper makes: (row A, row B, what it tests)
+COMPARISONS = (("lp_cdtm", "lp", "CDTM on the frozen backbone (LP + CDTM vs LP)"),
+               ("sft_cdtm", "fft", "Staged fine-tuning with CDTM vs full fine-tuning (SFT + CDTM vs FFT)"))
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The demo's results as the paper's Table VIII (its F1 is Eq. 12), with efficiency columns and wall time."""
     cells = [(r["model"], r["fine_tune"], "✓" if r["cdtm"] else "✗", format_pct(r["accuracy"], 1),
-              format_pct(r[F1_KEY], 1), format_number(r["params_m"], 2), format_number(r["gmacs"], 3),
-              r["trainable_pct"], format_number(r["seconds"], 0)) for r in rows]
-    return markdown_table(TABLE_HEADERS, cells, align="llcrrrrrr")
+              format_pct(r[F1_KEY], 1), _interval_text((r.get("intervals") or {}).get(F1_KEY)),
+              format_number(r["params_m"], 2), format_number(r["gmacs"], 3), r["trainable_pct"],
+              format_number(r["seconds"], 0)) for r in rows]
+    return markdown_table(TABLE_HEADERS, cells, align="llcrrrrrrr")
 
 
-def honest_summary(rows: Sequence[dict[str, Any]], num_classes: int, quick: bool = False) -> list[str]:
-    """Plain statements of what this run shows (and does not), from its own numbers (F1 = Eq. 12)."""
+def _interval_text(record: dict[str, Any] | None) -> str:
+    if not record or record.get("low") is None:
+        return "–"
+    return f"[{100 * record['low']:.1f}, {100 * record['high']:.1f}]"
+
+
+def paired_comparisons(rows: Sequence[dict[str, Any]], resamples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """The paper's two comparisons on the same test tiles: the F1 (Eq. 12) and accuracy differences, each with its
+    95 % paired-bootstrap interval (`cdtm_hf.evaluation.uncertainty.paired_bootstrap`)."""
+    from cdtm_hf.evaluation.run_statistics import load_predictions
+    from cdtm_hf.evaluation.uncertainty import paired_bootstrap
+
+    by = {r["slug"]: r for r in rows}
+    out = []
+    for a, b, what in COMPARISONS:
+        if a not in by or b not in by:
+            continue
+        pa, pb = load_predictions(by[a]["run_dir"]), load_predictions(by[b]["run_dir"])
+        if pa is None or pb is None:
+            continue
+        diffs = paired_bootstrap(pa["logits"], pb["logits"], pa["labels"], resamples=resamples, seed=seed)
+        out.append({"a": a, "b": b, "what": what, F1_KEY: diffs[F1_KEY], "accuracy": diffs["accuracy"]})
+    return out
+
+
+def format_comparisons(comparisons: Sequence[dict[str, Any]]) -> str:
+    """The comparisons as a table: differences in points with their paired-bootstrap intervals."""
+    from cdtm_hf.evaluation.uncertainty import format_difference
+
+    if not comparisons:
+        return ""
+    rows = [(c["what"], format_difference(c[F1_KEY]), format_difference(c["accuracy"]),
+             "no" if c[F1_KEY]["low"] <= 0 <= c[F1_KEY]["high"] else "yes") for c in comparisons]
+    return markdown_table(("Comparison (same test tiles)", "Δ F1 (Eq. 12, points) [95 %]", "Δ Acc (points) [95 %]",
+                           "F1 interval excludes 0"), rows, align="lrrc")
+
+
+def honest_summary(rows: Sequence[dict[str, Any]], num_classes: int, quick: bool = False,
+                   comparisons: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """Plain statements of what this run shows (and does not), from its own numbers (F1 = Eq. 12), with the paired
+    intervals of `comparisons` where given."""
     if quick:
         return ["Quick run (a few optimizer steps at a tiny size): the numbers only show that every stage of the "
                 "pipeline runs; they say nothing about transfer."]
@@ -162,10 +205,17 @@ def honest_summary(rows: Sequence[dict[str, Any]], num_classes: int, quick: bool
             lines.append(f"ImageNet weights did NOT beat training from scratch on this run (best pretrained row "
                          f"{best['name']}: F1 {format_pct(best[F1_KEY], 1)}% vs scratch "
                          f"{format_pct(scratch[F1_KEY], 1)}%).")
-    for a, b, what in (("lp_cdtm", "lp", "CDTM on the frozen backbone (LP + CDTM vs LP)"),
-                       ("sft_cdtm", "fft", "Staged fine-tuning with CDTM vs full fine-tuning (SFT + CDTM vs FFT)")):
+    paired = {(c["a"], c["b"]): c[F1_KEY] for c in comparisons}
+    for a, b, what in COMPARISONS:
         if a in by and b in by:
-            lines.append(f"{what}: {gap(by[a], by[b])}.")
+            record = paired.get((a, b))
+            if record is None:
+                lines.append(f"{what}: {gap(by[a], by[b])}.")
+                continue
+            verdict = ("the interval includes 0: this test split cannot tell the two apart"
+                       if record["low"] <= 0 <= record["high"] else "the interval excludes 0")
+            lines.append(f"{what}: {gap(by[a], by[b])}, 95 % paired-bootstrap interval "
+                         f"[{100 * record['low']:+.1f}, {100 * record['high']:+.1f}]; {verdict}.")
     if by.get("sft_cdtm", {}).get("selected_stage"):
         lines.append(f"SFT + CDTM kept stage {by['sft_cdtm']['selected_stage']}'s model (best on validation across "
                      "both stages).")
@@ -286,6 +336,7 @@ def _run(out: Path, s: DemoSettings, selected: list[DemoRow], sources: Sequence[
             f"F1 (Eq. 12) {format_pct(results[-1][F1_KEY], 1)}% ({seconds:.0f} s)")
     bar.close()
 
+    comparisons = paired_comparisons(results, seed=s.seed)
     saved = next((r for r in results if r["slug"] == RELOAD_ROW), results[-1])
     test_tiles = sorted((tiles / "test").rglob("*.png"))
     tile = random.Random(s.seed).choice(test_tiles)
@@ -296,7 +347,8 @@ def _run(out: Path, s: DemoSettings, selected: list[DemoRow], sources: Sequence[
     report_all = {
         "backbone": BACKBONE, "backbone_pretrained_file": weights_file, "settings": asdict(s), "quick": quick,
         "classes": classes, "tile_counts": counts, "rows": results, "table_markdown": format_table(results),
-        "summary": honest_summary(results, len(classes), quick=quick), "reload": reload,
+        "comparisons": comparisons, "comparisons_markdown": format_comparisons(comparisons),
+        "summary": honest_summary(results, len(classes), quick=quick, comparisons=comparisons), "reload": reload,
         "total_seconds": time.perf_counter() - t_start, "output_dir": str(out),
     }
     _write_outputs(out, report_all)
@@ -314,6 +366,8 @@ def _result_row(row: DemoRow, report: dict[str, Any], seconds: float, run_dir: P
         "params_m": efficiency.get("params_m"), "gmacs": efficiency.get("gmacs"),
         "trainable_pct": _trainable(row, efficiency.get("lp_trainable_pct")),
         "selected_stage": (report.get("training") or {}).get("selected_stage"),
+        "intervals": {k: report["intervals"][k] for k in ("accuracy", F1_KEY) if k in (report.get("intervals") or {})},
+        "bootstrap": report.get("bootstrap"),
         "seconds": seconds, "run_dir": str(run_dir),
     }
 
@@ -327,16 +381,20 @@ def _write_outputs(out: Path, report: dict[str, Any]) -> None:
         f"(p = {(s['image_size'] // 32) ** 2} tokens), "
         f"n = {s['num_centers']} centres. Test split: {sum(report['tile_counts']['test'].values())} tiles from image "
         "regions that hold no training or validation tile. F1 is the paper's Eq. 12 (harmonic mean of macro "
-        "precision and macro recall).\n\n"
+        "precision and macro recall). Intervals: 95 % bootstrap over the test tiles (BCa, 1,000 resamples); "
+        "differences: paired bootstrap on the same tiles.\n\n"
     )
     notes = "\n".join(f"- {line}" for line in report["summary"])
-    (out / TABLE_NAME).write_text(f"{header}{report['table_markdown']}\n\n{notes}\n\n"
+    comparisons = f"{report['comparisons_markdown']}\n\n" if report.get("comparisons_markdown") else ""
+    (out / TABLE_NAME).write_text(f"{header}{report['table_markdown']}\n\n{comparisons}{notes}\n\n"
                                   f"Total wall time: {report['total_seconds']:.0f} s.\n")
     (out / RESULTS_NAME).write_text(json.dumps(report, indent=2, default=str))
 
 
 def _print_report(report: dict[str, Any], say) -> None:
     say("\n" + report["table_markdown"] + "\n")
+    if report.get("comparisons_markdown"):
+        say(report["comparisons_markdown"] + "\n")
     for line in report["summary"]:
         say(line)
     reload = report["reload"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def test_two_cpu_processes_run_sft_with_the_fsdp_config(tmp_path):
     """))
     seen = _launch(config, str(probe), cwd=tmp_path)
     assert seen.returncode == 0, seen.stderr[-3000:]
-    states = [json.loads(line.split("STATE ", 1)[1]) for line in seen.stdout.splitlines() if "STATE " in line]
+    # two ranks print at once: their lines may interleave, so read every STATE record wherever it is
+    states = [json.loads(found) for found in re.findall(r"STATE (\{[^}]*\})", seen.stdout)]
     # without an accelerator, accelerate runs the FSDP config as CPU data parallelism (gloo): FSDP sharding is only
     # chosen for GPU/XPU/NPU/... process groups (accelerate.state, AcceleratorState._prepare_backend)
     assert states == [{"type": "DistributedType.MULTI_CPU", "world": 2}] * 2

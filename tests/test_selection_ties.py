@@ -63,7 +63,7 @@ def test_the_card_says_which_epoch_was_kept_for_its_lower_loss(sft_ties):
             f"its best validation `f1`, tied with epoch{'s' if len(kept['tied_epochs']) > 1 else ''} {epochs} and "
             f"kept for its lower validation loss ({kept['best_eval_loss']:.4f} against "
             f"{min(kept['tied_losses']):.4f}); across the stages, {training['selection_reason']}.") in card
-    assert f"validation `f1` reached its ceiling (1.0000): the kept checkpoint was chosen among ties (by the lower " \
+    assert "validation `f1` reached its ceiling (1.0000): the kept checkpoint was chosen among ties (by the lower " \
            "validation loss)" in card
 
 

@@ -51,10 +51,11 @@ def test_two_cpu_processes_run_sft_with_the_fsdp_config(tmp_path):
     config.write_text(FSDP_CPU.format(port=_free_port()))
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent("""
-        import json
+        import json, os
         from accelerate import PartialState
         state = PartialState(cpu=True)  # what TrainingArguments(use_cpu=True) asks for
-        print("STATE", json.dumps({"type": str(state.distributed_type), "world": state.num_processes}))
+        record = json.dumps({"type": str(state.distributed_type), "world": state.num_processes})
+        os.write(1, f"STATE {record}\\n".encode())  # one write: the two ranks' lines cannot interleave
     """))
     seen = _launch(config, str(probe), cwd=tmp_path)
     assert seen.returncode == 0, seen.stderr[-3000:]
@@ -62,7 +63,7 @@ def test_two_cpu_processes_run_sft_with_the_fsdp_config(tmp_path):
     states = [json.loads(found) for found in re.findall(r"STATE (\{[^}]*\})", seen.stdout)]
     # without an accelerator, accelerate runs the FSDP config as CPU data parallelism (gloo): FSDP sharding is only
     # chosen for GPU/XPU/NPU/... process groups (accelerate.state, AcceleratorState._prepare_backend)
-    assert states == [{"type": "DistributedType.MULTI_CPU", "world": 2}] * 2
+    assert states == [{"type": "DistributedType.MULTI_CPU", "world": 2}] * 2, seen.stdout + seen.stderr[-3000:]
 
     config.write_text(FSDP_CPU.format(port=_free_port()))  # a fresh port for the second launch
     data = write_imagefolder(tmp_path / "data")

@@ -194,6 +194,15 @@ def test_a_bad_extra_test_is_refused_before_any_data_is_read(tmp_path):
         DataArguments(dataset="imagefolder", data_dir=str(tmp_path), extra_test=["a=x", "a=y"])
 
 
+def test_extra_test_is_repeatable_on_the_command_line():
+    """`--extra_test a=X --extra_test b=Y c=Z` keeps all three (argparse's default for a list would keep the last)."""
+    from cdtm_hf.cli.train import parse
+
+    data_args = parse(["--output_dir", "o", "--data_dir", "d", "--extra_test", "a=X", "--extra_test", "b=Y", "c=Z"])[1]
+    assert data_args.extra_test == ["a=X", "b=Y", "c=Z"]
+    assert parse(["--output_dir", "o", "--data_dir", "d"])[1].extra_test is None
+
+
 def test_lr_sweep_keeps_the_best_learning_rate_on_validation(tmp_path):
     data = write_imagefolder(tmp_path / "data")
     out = tmp_path / "sweep"

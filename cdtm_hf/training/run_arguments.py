@@ -158,7 +158,8 @@ class DataArguments:
         default=None,
         metadata={"help": "extra test sets reported separately, name=DIR (an image folder of the same classes) or "
                           "name=CONFIG[:column=value] (another config of --dataset, the test patients' images only, "
-                          "e.g. x40=all_magnifications:magnification=40); several: --extra_test a=X b=Y"},
+                          "e.g. x40=all_magnifications:magnification=40); repeatable (--extra_test a=X --extra_test b=Y) or "
+                          "several after one flag", "action": "extend"},
     )
 
     def __post_init__(self):

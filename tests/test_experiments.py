@@ -213,6 +213,19 @@ def test_shipped_grids_are_valid(path):
         assert {c.recipe for c in grid.cells} == {"lp", "fft"} and not table["rows"]
 
 
+def test_a_recipes_entry_with_a_built_in_name_extends_it(tmp_path):
+    """`recipes: {lp: {learning_rate: ...}}` gives LP its own lr and keeps it LP (it used to replace the recipe and
+    silently drop finetune_mode, training the cell as the default mode)."""
+    path = tmp_path / "g.yaml"
+    write_grid(path, {"base": {"backbone": "test_vit", "data_dir": str(tmp_path)},
+                      "recipes": {"lp": {"learning_rate": 1.0e-3, "num_train_epochs": 10}},
+                      "axes": {"recipe": ["lp", "fft"]}})
+    cells = {c.recipe: c for c in load_grid(path, check_paths=False).cells}
+    assert cells["lp"].value("finetune_mode") == "lp" and cells["lp"].value("use_cdtm") is False
+    assert cells["lp"].value("learning_rate") == 1.0e-3 and cells["lp"].value("num_train_epochs") == 10
+    assert cells["fft"].value("finetune_mode") == "fft" and cells["fft"].value("learning_rate") != 1.0e-3
+
+
 def test_recipes_are_the_documented_bundles():
     assert RECIPE_FIELDS["scratch"] == {"finetune_mode": "scratch", "use_cdtm": False, "backbone_pretrained": False}
     assert RECIPE_FIELDS["frozen"] == RECIPE_FIELDS["lp"] == {"finetune_mode": "lp", "use_cdtm": False}

@@ -82,7 +82,8 @@ def read_recipes(raw: Mapping[str, Any], problems: Problems) -> dict[str, dict[s
         problems.add("recipes", "must be a mapping of recipe name -> fields")
         return recipes
     for name, body in extra.items():
-        recipes[str(name)] = read_fields(body, f"recipes.{name}", problems)[0]
+        # a built-in name is extended, not replaced: `lp: {learning_rate: 1e-3}` stays LP at its own lr
+        recipes[str(name)] = {**recipes.get(str(name), {}), **read_fields(body, f"recipes.{name}", problems)[0]}
     return recipes
 
 

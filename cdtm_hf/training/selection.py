@@ -9,12 +9,18 @@ from typing import Any
 
 from transformers import TrainerState
 
-__all__ = ["best_epoch_record", "selection_reason"]
+__all__ = ["best_epoch_record", "metric_key", "selection_reason"]
+
+
+def metric_key(metric: str | None) -> str:
+    """The log key of a selection metric: `eval_<metric>` (`eval_loss` without one), as the Trainer reads it."""
+    metric = metric or "loss"
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
 def best_epoch_record(state: TrainerState, metric: str | None) -> dict[str, Any]:
     """The epoch, step and validation loss of a stage's best checkpoint, read from its log history."""
-    key = metric if (metric or "").startswith("eval_") else f"eval_{metric or 'loss'}"
+    key = metric_key(metric)
     evals = [e for e in state.log_history if key in e]
     step = getattr(state, "best_global_step", None)
     if not step and state.best_model_checkpoint:

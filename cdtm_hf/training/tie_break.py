@@ -20,15 +20,11 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerState
 
+from .selection import metric_key
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["TieBreakOnLossCallback", "metric_key", "tied_evaluations"]
-
-
-def metric_key(metric: str | None) -> str:
-    """The log key of a selection metric: `eval_<metric>` (`eval_loss` without one), as the Trainer reads it."""
-    metric = metric or "loss"
-    return metric if metric.startswith("eval_") else f"eval_{metric}"
+__all__ = ["TieBreakOnLossCallback", "tied_evaluations"]
 
 
 def _loss_at(log_history: Sequence[Mapping[str, Any]], step: int | None) -> float | None:

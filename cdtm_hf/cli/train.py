@@ -197,10 +197,6 @@ def train(argv: list[str] | None = None) -> dict:
 
             drop_incomplete_checkpoints(training_args.output_dir)
         raise
-    finally:
-        from ..training.output_dir import release_output_dir
-
-        release_output_dir(training_args.output_dir)
     if training_args.process_index != 0:  # one results line per run, not per rank (issue 18)
         return report
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items())

@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerState
 
-__all__ = ["best_epoch_record", "metric_key", "selection_reason"]
+__all__ = ["best_epoch_record", "kept_stage", "metric_key", "selection_reason"]
 
 
 def metric_key(metric: str | None) -> str:
@@ -34,14 +34,21 @@ def best_epoch_record(state: TrainerState, metric: str | None) -> dict[str, Any]
                                     if (metric or "loss") not in ("loss", "eval_loss") else False)}
 
 
-def selection_reason(m1: float, m2: float, loss1: float | None, loss2: float | None, metric: str | None,
-                     greater_is_better: bool | None) -> str:
-    """Why SFT keeps the stage it keeps: the better validation metric, or on a tie the lower validation loss."""
+def kept_stage(m1: float, m2: float, loss1: float | None, loss2: float | None, metric: str | None,
+               greater_is_better: bool | None) -> tuple[int, str]:
+    """Which stage SFT keeps (1 or 2) and why: the better validation metric, or on a tie the lower validation loss,
+    or on a tie in both the later stage."""
     if m1 != m2:
         better = 1 if (m1 > m2) == bool(greater_is_better) else 2
-        return f"stage {better} has the better validation {metric} ({m1:.4f} in stage 1, {m2:.4f} in stage 2)"
+        return better, f"stage {better} has the better validation {metric} ({m1:.4f} in stage 1, {m2:.4f} in stage 2)"
     if loss1 is not None and loss2 is not None and loss1 != loss2:
         better = 1 if loss1 < loss2 else 2
-        return (f"tie on validation {metric} ({m1:.4f}), broken by the lower validation loss ({loss1:.4f} in stage 1, "
-                f"{loss2:.4f} in stage 2): stage {better}")
-    return f"tie on validation {metric} ({m1:.4f}) and on validation loss: the later stage, stage 2"
+        return better, (f"tie on validation {metric} ({m1:.4f}), broken by the lower validation loss ({loss1:.4f} in "
+                        f"stage 1, {loss2:.4f} in stage 2): stage {better}")
+    return 2, f"tie on validation {metric} ({m1:.4f}) and on validation loss: the later stage, stage 2"
+
+
+def selection_reason(m1: float, m2: float, loss1: float | None, loss2: float | None, metric: str | None,
+                     greater_is_better: bool | None) -> str:
+    """Why SFT keeps the stage it keeps (`kept_stage`'s reason)."""
+    return kept_stage(m1, m2, loss1, loss2, metric, greater_is_better)[1]

@@ -40,7 +40,7 @@ from .mixup import build_mixup
 from .lora import apply_lora, merge_lora, method_record, uses_lora
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
-from .selection import best_epoch_record, selection_reason  # issue 19
+from .selection import best_epoch_record, kept_stage  # issue 19
 from .tie_break import TieBreakOnLossCallback, tied_evaluations  # issue 19 item 9: ties within a stage
 from .weights import load_saved_weights
 
@@ -386,13 +386,10 @@ class CDTMTrainer(Trainer):
         m1, m2 = first["best_metric"], last["best_metric"]
         if m1 is None or m2 is None:
             return
-        stage1_better = m1 > m2 if args.greater_is_better else m1 < m2
         # issue 19: a tie on the selection metric (e.g. a saturated validation set) goes to the lower validation loss
-        self.selection_reason = selection_reason(m1, m2, first.get("best_eval_loss"), last.get("best_eval_loss"),
+        kept, self.selection_reason = kept_stage(m1, m2, first.get("best_eval_loss"), last.get("best_eval_loss"),
                                                  args.metric_for_best_model, args.greater_is_better)
-        if m1 == m2:
-            loss1, loss2 = first.get("best_eval_loss"), last.get("best_eval_loss")
-            stage1_better = loss1 is not None and loss2 is not None and loss1 < loss2
+        stage1_better = kept == 1
         checkpoint = self._best_checkpoints.get(first["stage"])
         if stage1_better and checkpoint and os.path.isdir(checkpoint):
             load_saved_weights(self.model, checkpoint)

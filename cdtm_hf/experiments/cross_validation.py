@@ -14,7 +14,6 @@ files in `<output_dir>`:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -60,18 +59,13 @@ def _fold_data(ds, manifest: dict[str, Any], n_folds: int, seed: int, validation
     return folds, description
 
 
-def _fold_status(fold_dir: Path) -> str:
-    from .runner import run_status
-
-    return run_status(fold_dir)
-
-
 def run_cross_validation(model_args, data_args, training_args, run_args) -> dict[str, Any]:
     """Train and test every fold of `run_args.cv_folds`, then write the cross-validation's results (module doc)."""
     from ..evaluation.reporting import markdown_table
     from ..evaluation.run_statistics import load_predictions, save_predictions, statistics_report
     from ..evaluation.uncertainty import format_interval, format_runs, summarize_runs
-    from ..run import load_run_data, run_finetuning
+    from ..run import load_run_data
+    from .runner import finish_run
 
     n_folds, out = int(run_args.cv_folds), Path(training_args.output_dir)
     if (out / CV_RESULTS).is_file() and not run_args.overwrite_output_dir:
@@ -81,16 +75,9 @@ def run_cross_validation(model_args, data_args, training_args, run_args) -> dict
     logger.info("Cross-validation: %d folds (%s, grouping %s) into %s", n_folds, description["method"],
                 description["grouping"], out)
     reports = []
+    fold_run = dataclasses.replace(run_args, cv_folds=0)
     for k, data in enumerate(folds):
-        fold_dir = out / f"fold{k}"
-        status = _fold_status(fold_dir)
-        if status != "done":
-            args = copy.copy(training_args)
-            args.output_dir = str(fold_dir)
-            args.resume_from_checkpoint = True if status == "resume" else None
-            fold_run = dataclasses.replace(run_args, cv_folds=0, overwrite_output_dir=status == "new")
-            run_finetuning(model_args, data_args, args, fold_run, data=data)
-        reports.append(json.loads((fold_dir / "test_results.json").read_text()))
+        reports.append(finish_run(out / f"fold{k}", model_args, data_args, training_args, fold_run, data=data))
     predictions = [load_predictions(out / f"fold{k}") for k in range(n_folds)]
     logits = np.concatenate([p["logits"] for p in predictions])
     labels = np.concatenate([p["labels"] for p in predictions])

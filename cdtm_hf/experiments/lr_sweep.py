@@ -10,7 +10,6 @@ grid tabulates and pairs a swept cell like any other; the kept model stays in it
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -33,21 +32,14 @@ def _validation(report: dict[str, Any]) -> tuple[float | None, float | None]:
 def run_lr_sweep(model_args, data_args, training_args, run_args) -> dict[str, Any]:
     """Run every learning rate of `run_args.lr_sweep`, keep the best on validation (module doc)."""
     from ..evaluation.run_statistics import PREDICTIONS_NAME
-    from ..run import run_finetuning
-    from .runner import run_status
+    from .runner import finish_run
 
     out = Path(training_args.output_dir)
     candidates = []
+    candidate_run = dataclasses.replace(run_args, lr_sweep=None)
     for lr in run_args.lr_sweep:
         run_dir = out / f"lr{lr:g}"
-        status = run_status(run_dir)
-        if status != "done":
-            args = copy.copy(training_args)
-            args.output_dir, args.learning_rate = str(run_dir), float(lr)
-            args.resume_from_checkpoint = True if status == "resume" else None
-            run_finetuning(model_args, data_args, args,
-                           dataclasses.replace(run_args, lr_sweep=None, overwrite_output_dir=status == "new"))
-        report = json.loads((run_dir / "test_results.json").read_text())
+        report = finish_run(run_dir, model_args, data_args, training_args, candidate_run, learning_rate=float(lr))
         metric, loss = _validation(report)
         candidates.append({"learning_rate": float(lr), "folder": run_dir.name, "validation_metric": metric,
                            "validation_loss": loss, "report": report})

@@ -60,6 +60,29 @@ def run_status(run_dir: Path) -> str:
     return "resume" if has_checkpoint(Path(run_dir)) else "new"
 
 
+def finish_run(run_dir: Path, model_args, data_args, training_args, run_args, data=None, **changes: Any) -> dict:
+    """One sub-run of a run (a cross-validation fold, a learning rate of a sweep) in `run_dir`: trained and tested
+    unless it is done, resumed from its last checkpoint if it has one; returns its `test_results.json`.
+
+    `changes` are `training_args` fields set for this sub-run (e.g. `learning_rate`); `data`, the fold's
+    `(DatasetDict, manifest)` (`run_finetuning`'s `data`).
+    """
+    import copy
+    import dataclasses
+
+    from ..run import run_finetuning
+
+    status = run_status(run_dir)
+    if status != "done":
+        args = copy.copy(training_args)
+        for name, value in {**changes, "output_dir": str(run_dir)}.items():
+            setattr(args, name, value)
+        args.resume_from_checkpoint = True if status == "resume" else None
+        run_finetuning(model_args, data_args, args, dataclasses.replace(run_args, overwrite_output_dir=status == "new"),
+                       data=data)
+    return json.loads((Path(run_dir) / "test_results.json").read_text())
+
+
 def _result_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The fields that decide a run's results, as JSON would store them."""
     return json.loads(json.dumps({k: v for k, v in fields.items() if k not in NON_RESULT_FIELDS}, default=str))

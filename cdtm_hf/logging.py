@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["get_verbosity", "install", "progress_bar", "progress_bars", "progress_bars_enabled", "set_verbosity"]
+__all__ = ["command_line_logging", "get_verbosity", "install", "progress_bar", "progress_bars", "progress_bars_enabled", "set_verbosity"]
 
 PACKAGE = "cdtm_hf"
 _bars_enabled = True
@@ -75,6 +75,18 @@ def install() -> logging.Logger:
         handler.setFormatter(logging.Formatter("[%(levelname)s|%(name)s] %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def command_line_logging(**basic_config: Any) -> None:
+    """A command line's logging: `logging.basicConfig(**basic_config)`, and the HF libraries' records printed once,
+    by their own handlers. transformers and datasets propagate to the root logger when the environment says
+    ``CI=true``, which printed each of their lines twice (once in each format) on CI machines."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(**basic_config)
+    transformers.utils.logging.disable_propagation()
+    datasets.utils.logging.disable_propagation()
 
 
 def set_verbosity(level: int | None) -> None:

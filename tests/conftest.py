@@ -35,10 +35,13 @@ def tiny_open_clip(tmp_path_factory):
 
 
 def _hf_logging_state():
+    import logging
+
     import datasets
     from transformers.utils import logging as hf_logging
 
-    return hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    return (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+            hf_logging.get_logger().propagate, logging.getLogger("datasets").propagate)
 
 
 _SESSION_LOGGING_STATE = _hf_logging_state()
@@ -56,8 +59,11 @@ def _hf_logging_state_restored():
         import cdtm_hf.logging
 
         cdtm_hf.logging.set_verbosity(None)  # cdtm_hf's logger follows transformers' again (a demo run sets its own)
-        verbosity, bars, datasets_bars = _SESSION_LOGGING_STATE
+        verbosity, bars, datasets_bars, propagates, datasets_propagates = _SESSION_LOGGING_STATE
         hf_logging.set_verbosity(verbosity)
+        (hf_logging.enable_propagation if propagates else hf_logging.disable_propagation)()
+        (datasets.utils.logging.enable_propagation if datasets_propagates
+         else datasets.utils.logging.disable_propagation)()
         (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
         (datasets.enable_progress_bars if datasets_bars else datasets.disable_progress_bars)()
 

@@ -26,13 +26,14 @@ def _python(code: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_a_tiny_run_logs_each_line_once_and_briefly(tmp_path):
     """The run a user types, with --disable_tqdm True: datasets' INFO lines neither doubled nor shown (a local
     folder is not "downloaded"), no progress bar of cdtm_hf or datasets, and under 60 lines in all (a one-epoch LP
-    run; an SFT run of two epochs logged 144 lines before, 76 now)."""
+    run; an SFT run of two epochs logged 144 lines before, 76 now). On a CI machine (CI=true, where transformers and
+    datasets propagate to the root handler) as elsewhere: there, each transformers line was printed twice (67 lines)."""
     data = write_imagefolder(tmp_path / "data")
     argv = [*TINY, *RUN, "--data_dir", str(data), "--output_dir", str(tmp_path / "out"),
             "--cache_dir", str(tmp_path / "hf_cache")]
     proc = subprocess.run([sys.executable, str(REPO / "examples" / "run_sft.py"), *argv], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True, timeout=600)
+                          env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "CI": "true"},
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     text = "\n".join(lines)
@@ -42,6 +43,8 @@ def test_a_tiny_run_logs_each_line_once_and_briefly(tmp_path):
     repeated = [line for line, n in Counter(line.split(" - ")[-1] for line in lines).items() if n > 1
                 and "datasets" in line]
     assert not repeated, repeated
+    trainer_lines = [line for line in lines if "Num examples = 12" in line]
+    assert len(trainer_lines) == 1, trainer_lines  # transformers' lines once, in its own format
     assert len(lines) < 60, f"{len(lines)} lines:\n{text}"
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..logging import command_line_logging
 from .boundary import command_line, one_line, one_line_errors
 
 __all__ = ["build_parser", "main", "parse_set"]
@@ -66,7 +67,7 @@ def _dry_run(grid) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `cdtm-grid` command: 0 when every run finished, 1 when a run failed (`--keep_going`), 2 for a bad grid."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command_line_logging(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..experiments.grid import load_grid
     from ..experiments.spec import GridError
     from ..experiments.runner import run_grid

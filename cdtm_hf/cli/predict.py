@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..logging import command_line_logging
 from .boundary import command_line, one_line_errors
 
 __all__ = ["main"]
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.num_workers < 0:
         parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     _check_output(args.output)
-    logging.basicConfig(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    command_line_logging(format="%(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     from ..evaluation.predict import collect_images, load_for_inference, predict_images, write_predictions_csv
     from ..hub.checkpoint import check_model_source
 

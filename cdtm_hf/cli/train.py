@@ -155,8 +155,10 @@ def setup_logging(training_args) -> None:
     import datasets
     import transformers
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    from ..logging import command_line_logging
+
+    command_line_logging(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S",
+                         handlers=[logging.StreamHandler(sys.stdout)])
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info()
     level = training_args.get_process_log_level()
@@ -166,7 +168,6 @@ def setup_logging(training_args) -> None:
     # unless --log_level asks for info/debug: its INFO lines announce a local folder as "Downloading and preparing"
     asked = training_args.log_level if training_args.should_log else training_args.log_level_replica
     datasets.utils.logging.set_verbosity(level if asked in ("debug", "info") else max(level, logging.WARNING))
-    datasets.utils.logging.disable_propagation()
     if training_args.disable_tqdm:  # --disable_tqdm hides datasets' bars too (and cdtm_hf's: cdtm_hf.logging)
         datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity(level)

@@ -232,6 +232,29 @@ def test_open_clip_backbone_builds_and_round_trips(tmp_path, tiny_open_clip):
         assert torch.equal(CDTMForImageClassification.from_pretrained(tmp_path).eval()(pixel_values=x).logits, ref)
 
 
+def test_open_clip_random_tower_is_open_clips_own_image_tower_without_a_misleading_warning(tiny_open_clip, caplog):
+    """A random open_clip backbone is the image tower of open_clip's public `create_model` (same seed, same weights),
+    built on the device models are built on (`from_pretrained`'s meta device), with no "No pretrained weights
+    loaded" warning: random was asked for."""
+    import logging
+
+    import open_clip
+
+    from cdtm_hf.core.backbones import _open_clip_visual
+
+    torch.manual_seed(0)
+    reference = open_clip.create_model(tiny_open_clip, force_image_size=32).visual.state_dict()
+    caplog.set_level(logging.WARNING)
+    caplog.clear()  # the reference's own warning
+    torch.manual_seed(0)
+    tower = _open_clip_visual(tiny_open_clip, 32)
+    assert tower.state_dict().keys() == reference.keys()
+    assert all(torch.equal(tensor, reference[key]) for key, tensor in tower.state_dict().items())
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+    with torch.device("meta"):
+        assert next(_open_clip_visual(tiny_open_clip, 32).parameters()).is_meta
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: clear errors that name the problem
 def test_unknown_backbone_is_named():

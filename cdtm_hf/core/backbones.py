@@ -14,7 +14,9 @@ switches (gradient checkpointing, the block class FSDP wraps).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import pickle
 import math
 import os
@@ -162,12 +164,29 @@ def _open_clip_visual(name: str, image_size: int, weights: str | None = None) ->
     open_clip = _open_clip()
     if name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip backbone {name!r}; list names with open_clip.list_models()")
-    if weights is None:
-        # Build only the image tower: the text tower of a CLIP model is never used here.
-        cfg = open_clip.get_model_config(name)
-        vision_cfg = dict(cfg["vision_cfg"], image_size=image_size)
-        return open_clip.model._build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=cfg.get("quick_gelu", False))
-    return open_clip.create_model(name, pretrained=weights, force_image_size=image_size).visual
+    # open_clip's public factory builds the whole model (only its image tower is kept). A random one is built on the
+    # device models are being built on: `from_pretrained` builds on the meta device, which the factory's
+    # `.to(device)` must not leave
+    if weights is not None:
+        return open_clip.create_model(name, pretrained=weights, force_image_size=image_size).visual
+    with _without_log_record("No pretrained weights loaded"):  # random is what was asked for (weights come later)
+        return open_clip.create_model(name, force_image_size=image_size, device=torch.get_default_device()).visual
+
+
+@contextlib.contextmanager
+def _without_log_record(prefix: str):
+    """Within the block, the root logger drops records whose message starts with `prefix` (open_clip warns through
+    the root logger that a model it was asked to build at random is random)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(prefix)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _transformers_name_ok(name: str) -> bool:

@@ -92,3 +92,41 @@ def test_predict_decodes_in_dataloader_workers_under_a_bar(saved_model, tmp_path
         assert a["label"] == b["label"] and a["error"] == b["error"]
         assert float(a["prob_benign"] or 0) == pytest.approx(float(b["prob_benign"] or 0), abs=1e-6)
     assert [r["path"].endswith("broken.png") for r in workers if r["error"]] == [True]
+
+
+def test_predict_reads_dicom_as_training_does(saved_model, tmp_path):
+    """A folder of DICOM files (and a PNG beside them): each .dcm is classified from the gray image the builders
+    store for it (pydicom's LUTs, `dicom_to_png_bytes`), i.e. what the model saw in training."""
+    pytest.importorskip("pydicom")
+    import io
+
+    from cdtm_hf.data.dicom import dicom_to_png_bytes
+    from tests.data_fixtures import write_dicom
+
+    path, model = saved_model
+    folder = tmp_path / "scans"
+    for i in range(2):
+        write_dicom(folder / f"case{i}" / "1-1.dcm", np.linspace(500 * i, 4000, 40 * 40).reshape(40, 40))
+    Image.new("RGB", (16, 16), (200, 30, 90)).save(folder / "tile.png")
+    assert main([str(path), str(folder), "--output", str(tmp_path / "p.csv")]) == 0
+    rows = read(tmp_path / "p.csv")
+    assert sorted(r["path"].rsplit("/", 2)[-2] + "/" + r["path"].rsplit("/", 1)[-1] for r in rows) == [
+        "case0/1-1.dcm", "case1/1-1.dcm", "scans/tile.png"]
+    processor = CDTMImageProcessor.from_pretrained(path)
+    for row in (r for r in rows if r["path"].endswith(".dcm")):
+        assert row["error"] == ""
+        image = Image.open(io.BytesIO(dicom_to_png_bytes(row["path"])))
+        with torch.no_grad():
+            probs = model(**processor(image)).logits[0].softmax(-1).numpy()
+        assert [float(row["prob_benign"]), float(row["prob_malignant"])] == pytest.approx(probs, abs=1e-5)
+
+
+def test_dicom_without_pydicom_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "a.dcm").write_bytes(b"DICM")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as if it were not installed
+    from cdtm_hf.data.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="pip install pydicom"):
+        collect_images([tmp_path])

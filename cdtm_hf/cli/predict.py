@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("model", help="a saved CDTM model folder or a Hub model id")
-    parser.add_argument("inputs", nargs="+", help="image files, folders (recursive) or @list.txt files")
+    parser.add_argument("inputs", nargs="+", help="image files (DICOM .dcm too), folders (recursive) or @list.txt files")
     parser.add_argument("--output", default="predictions.csv", help="the CSV to write")
     parser.add_argument("--batch_size", type=int, default=16, help="images a forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")

@@ -4,11 +4,14 @@
     cdtm-predict user/cdtm-vitb16-breakhis @list.txt --output predictions.csv
 
 An input is an image file, a folder (searched recursively for images), or `@file.txt` with one path per line.
+DICOM files (`.dcm`, needs pydicom) are decoded as training decodes them: pydicom's modality and VOI LUTs, then the
+16-bit gray image the builders store (`cdtm_hf.data.dicom.dicom_to_png_bytes`), then the model's preprocessing.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,13 +22,17 @@ import PIL.Image
 import torch
 
 from ..data import IMAGE_EXTENSIONS
+from ..data.dicom import dicom_to_png_bytes, require_pydicom
 from ..core.image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from ..core.modeling_cdtm import CDTMForImageClassification
 from ..logging import progress_bar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["collect_images", "load_for_inference", "predict_images", "write_predictions_csv"]
+#: what a folder is searched for: the image formats training reads, and DICOM
+PREDICT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".dcm")
+
+__all__ = ["PREDICT_EXTENSIONS", "collect_images", "load_for_inference", "predict_images", "write_predictions_csv"]
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -35,7 +42,8 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     Args:
         inputs (`Iterable[str | Path]`): files, folders or `@` lists.
 
-    Raises a `FileNotFoundError` naming an input that does not exist, and a `ValueError` when nothing is an image.
+    Raises a `FileNotFoundError` naming an input that does not exist, a `ValueError` when nothing is an image, and a
+    `MissingDependencyError` when there are `.dcm` files but pydicom is not installed (before any model is loaded).
     """
     found: list[Path] = []
     for item in inputs:
@@ -47,13 +55,16 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
             continue
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PREDICT_EXTENSIONS)
         elif path.is_file():
             found.append(path)
         else:
             raise FileNotFoundError(f"{text!r} is neither an image file, a folder nor an @list file")
     if not found:
-        raise ValueError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        looked_for = ", ".join(PREDICT_EXTENSIONS)
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))} (looked for {looked_for})")
+    if any(p.suffix.lower() == ".dcm" for p in found):
+        require_pydicom()
     return found
 
 
@@ -77,7 +88,8 @@ def load_for_inference(
 
 def _decode(path: Path, transform) -> tuple[torch.Tensor | None, str | None]:
     try:
-        with PIL.Image.open(path) as image:
+        source = io.BytesIO(dicom_to_png_bytes(str(path))) if path.suffix.lower() == ".dcm" else path
+        with PIL.Image.open(source) as image:
             return transform(to_rgb_image(image)), None
     except Exception as error:  # noqa: BLE001 - any unreadable file becomes a named row, not a crash
         return None, f"{type(error).__name__}: {error}"

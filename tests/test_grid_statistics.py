@@ -61,6 +61,25 @@ def test_grid_prints_and_tables_the_paired_difference(tmp_path, capsys):
     for name in ("forest.png", "forest_differences.png"):
         assert Image.open(out / name).size[0] > 400
 
+    # Both tiny runs score 100 %, so the difference above is 0 [0, 0] whichever runs were paired. Give the baseline
+    # known mistakes (its saved test predictions: two malignant images called benign) and re-table: the difference
+    # is then the closed form F1(lp_cdtm) - F1(lp) of those predictions, image for image, and no longer 0.
+    from sklearn.metrics import f1_score
+
+    from cdtm_hf.evaluation.run_statistics import save_predictions
+
+    wrong = b["logits"].copy()
+    malignant = np.flatnonzero(b["labels"] == 1)[:2]
+    wrong[malignant] = wrong[malignant][:, ::-1]  # swap the two logits: the prediction flips to benign
+    save_predictions(out / "lp" / "seed0", wrong, b["labels"])
+    assert main([str(grid_file(tmp_path, data)), "--table_only"]) == 0
+    difference = json.loads((out / "comparisons.json").read_text())[0]["seeds"][0]["differences"]["f1"]
+    closed_form = (f1_score(a["labels"], a["logits"].argmax(-1), average="macro")
+                   - f1_score(b["labels"], wrong.argmax(-1), average="macro"))
+    assert closed_form > 0.2 and difference["value"] == pytest.approx(closed_form)
+    assert difference["low"] <= difference["value"] <= difference["high"] and difference["high"] > difference["low"]
+    assert f"lp_cdtm vs lp: Macro-F1 {format_difference(difference)}" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("compare, message", [("lpp", "is no label of any axis"),
                                               (["lp_cdtm versus lp"], "must read 'A vs B'")])

@@ -38,7 +38,7 @@ from .training.output_dir import clear_output_dir, prune_optimizer_states
 from .training.output_dir import check_disk_space, check_output_dir, lock_output_dir  # issue 17
 from .training.output_dir import releases_output_dir_lock  # issue 17
 from .hub.checkpoint import check_model_source  # issue 17
-from .training.run_arguments import DataArguments, ModelArguments, RunArguments, resolve_model_args
+from .training.run_arguments import DataArguments, ModelArguments, RunArguments, redact_secrets, resolve_model_args
 from .training.stages import resolve_resume, stage_plan
 from .training.trainer import CDTMTrainer
 from .training.weights import record_weights_provenance
@@ -282,8 +282,8 @@ def _write_run_args(
     used = {**asdict(model_args), "backbone": cfg.backbone_preset or cfg.backbone, "backbone_library":
             cfg.backbone_library, "image_size": cfg.image_size, "use_cdtm": cfg.use_cdtm, "num_centers":
             cfg.num_centers, "num_cdtm_blocks": cfg.num_cdtm_blocks, "head_type": cfg.head_type,
-            "mha_num_heads": cfg.mha_num_heads, "cdtm_variant": cfg.cdtm_variant,
-            "token": "<TOKEN>" if model_args.token else None}  # a secret stays out of the run's files
+            "mha_num_heads": cfg.mha_num_heads, "cdtm_variant": cfg.cdtm_variant}
+    used = redact_secrets(used)  # a secret stays out of the run's files
     record = {"model": used, "data": asdict(data_args), "run": asdict(run_args), "training": training}
     (output_dir / "run_args.json").write_text(json.dumps(record, indent=2, default=str))
 

@@ -112,3 +112,24 @@ def test_cv_folds_as_a_grid_field_tables_the_pooled_out_of_fold_result(tmp_path)
     assert pooled["cv"]["n_folds"] == 2 and pooled["num_test_examples"] == 16
     assert result.runs.loc[0, "f1"] == pytest.approx(pooled["metrics"]["f1"])
     assert result.runs.loc[0, "f1_low"] == pytest.approx(pooled["intervals"]["f1"]["low"])
+
+
+def test_a_token_set_in_the_grid_file_is_written_nowhere(tmp_path):
+    """A Hub token in a grid file (`token`, `hub_token`) reaches the run, but no file of the grid's folder holds it
+    (grid.json held it before): cell.json and run_args.json record "<TOKEN>", and a second invocation does not call
+    the cell changed. Left alone: transformers' own pickle of the arguments in a local `checkpoint-N/` (the Trainer
+    writes it; the published run folder has training_args.json, which transformers redacts)."""
+    secret = "hf_NotARealTokenButSecret123"
+    data = helpers.write_imagefolder(tmp_path / "data", (6, 4, 4), size=36)
+    path = grid_file(tmp_path, data, axes={"recipe": ["lp"]}, compare=[])
+    grid = yaml.safe_load(path.read_text())
+    grid["base"].update(token=secret, hub_token=secret)
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    assert main([str(path), "--no_progress"]) == 0
+    out = tmp_path / "runs"
+    holding = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()
+               and not (p.name == "training_args.bin" and p.parent.name.startswith("checkpoint-"))]
+    assert not holding, holding
+    assert json.loads((out / "lp" / "cell.json").read_text())["fields"]["token"] == "<TOKEN>"
+    assert json.loads((out / "lp" / "seed0" / "run_args.json").read_text())["model"]["token"] == "<TOKEN>"
+    assert main([str(path), "--no_progress"]) == 0  # the finished run is found, not refused as a changed cell

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..training.run_arguments import redact_secrets
 from .checks import check_cell_values
 from .fields import build_arguments
 from .reading import (
@@ -88,7 +89,8 @@ class Grid:
             "name": self.name, "description": self.description, "source": self.source,
             "paper_table": self.paper_table, "seeds": self.seeds, "seed_fields": list(self.seed_fields),
             "axes": self.axes, "output_dir": str(self.output_dir),
-            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": c.fields} for c in self.cells],
+            "cells": [{"cell_id": c.cell_id, "labels": c.labels, "fields": redact_secrets(c.fields)}
+                      for c in self.cells],  # a token set in the grid file is not written
             "comparisons": [list(c) for c in self.comparisons or []],
         }
 

@@ -25,6 +25,7 @@ import pandas as pd
 from accelerate import PartialState
 
 from .. import run as _run
+from ..training.run_arguments import redact_secrets
 from .grid import Grid, load_grid
 from .spec import Cell, GridError, Problems
 from .tables import cell_line, read_results, write_tables
@@ -37,7 +38,7 @@ NON_RESULT_FIELDS = frozenset({
     "data_dir", "cache_dir", "feature_cache_dir", "disable_tqdm", "report_to", "logging_steps", "logging_strategy",
     "logging_dir", "logging_first_step", "log_level", "dataloader_num_workers", "dataloader_pin_memory",
     "dataloader_persistent_workers", "per_device_eval_batch_size", "save_total_limit", "push_to_hub", "hub_model_id",
-    "hub_token", "hub_private_repo", "hub_strategy", "explain", "keep_checkpoints", "verify_images",
+    "hub_token", "token", "hub_private_repo", "hub_strategy", "explain", "keep_checkpoints", "verify_images",
 })
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 
@@ -114,7 +115,7 @@ def _write_cell_file(grid: Grid, cell: Cell) -> None:
     folder = grid.output_dir / cell.cell_id
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"grid": grid.name, "cell_id": cell.cell_id, "labels": cell.labels, "recipe": cell.recipe,
-               "fields": cell.fields}
+               "fields": redact_secrets(cell.fields)}
     (folder / CELL_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..core.backbones import backbone_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
@@ -21,7 +22,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "vitb16.laion2b"
 DEFAULT_IMAGE_SIZE = 224
 
-__all__ = ["DataArguments", "ModelArguments", "RunArguments", "resolve_model_args"]
+__all__ = ["SECRET_FIELDS", "DataArguments", "ModelArguments", "RunArguments", "redact_secrets", "resolve_model_args"]
+
+#: the arguments that hold a secret (a Hub token): never written to a run's or a grid's files
+SECRET_FIELDS = ("token", "hub_token")
+
+
+def redact_secrets(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with each secret that is set (`SECRET_FIELDS`) replaced by ``"<TOKEN>"``, for the files a run writes."""
+    return {k: ("<TOKEN>" if k in SECRET_FIELDS and v else v) for k, v in fields.items()}
 
 
 def _require(condition: bool, field: str, message: str) -> None:

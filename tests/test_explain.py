@@ -70,6 +70,29 @@ def test_maps_follow_the_backbone_grid(overrides, grid):
     assert exp.mixing[0].shape == (2, grid[0] * grid[1], grid[0] * grid[1])
 
 
+def test_maps_of_a_pooled_token_grid_are_on_the_grid_cdtm_reads():
+    """With `cdtm_token_grid` 2 the CCA reads the 4 x 4 patch grid pooled to 2 x 2 (issue 20): the explanation runs the
+    CCA on those pooled tokens (it failed with "CCA got 16 tokens" before), its maps are 2 x 2, and its S_r and
+    logits are the forward pass's."""
+    model = tiny_model(cdtm_token_grid=2)
+    assert token_grid(model) == (2, 2) and model.backbone.grid_size == (4, 4)
+    x = torch.randn(2, 3, 64, 64)
+    exp = cca_explanations(model, x)
+    (m_cd,), (received,) = exp.mixing, exp.received_mass
+    assert exp.grid == (2, 2) and m_cd.shape == (2, 4, 4) and received.shape == (2, 2, 2)
+    torch.testing.assert_close(received, m_cd.abs().sum(2).reshape(2, 2, 2))
+    with torch.no_grad():
+        out = model(pixel_values=x, output_attentions=True)
+    torch.testing.assert_close(exp.logits, out.logits)
+    torch.testing.assert_close(exp.centre_scores[0], out.attentions[0])
+    with torch.no_grad():
+        features = model.backbone_features(x)
+    patches = features[:, model.config.num_prefix_tokens:]  # the official variant drops the prefix tokens
+    pooled = torch.nn.functional.adaptive_avg_pool2d(  # the pooled tokens, by torch's own pooling
+        patches.transpose(1, 2).reshape(2, -1, 4, 4), 2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(model.cdtm_tokens(features), pooled)
+
+
 def test_prefix_rows_and_columns_are_dropped_from_the_maps():
     model = tiny_model(cdtm_variant="paper", num_cdtm_blocks=2)  # keep_prefix_tokens: p = 1 + 16
     exp = cca_explanations(model, torch.randn(2, 3, 64, 64))

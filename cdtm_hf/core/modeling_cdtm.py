@@ -315,6 +315,13 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
         g = getattr(self.config, "cdtm_token_grid", None)
         return tokens if g is None else pool_token_grid(tokens, self.backbone.grid_size, g)
 
+    def cdtm_tokens(self, backbone_features: torch.Tensor) -> torch.Tensor:
+        """The tokens CDTM reads from `backbone_features` (B, k + p, d): the patch tokens, pooled to the
+        `cdtm_token_grid` where one is set, after the k prefix tokens where `keep_prefix_tokens`."""
+        k = self.config.num_prefix_tokens
+        tokens = self._pool_tokens(backbone_features[:, k:])
+        return torch.cat([backbone_features[:, :k], tokens], dim=1) if self.config.keep_prefix_tokens else tokens
+
     # ----------------------------------------------------------------------------------------------------------
     # Staged fine-tuning support
     def freeze_backbone(self, frozen: bool = True) -> None:
@@ -391,8 +398,7 @@ class CDTMForImageClassification(CDTMPreTrainedModel):
 
         scores: tuple[torch.Tensor, ...] = ()
         if self.transfer is not None:
-            tokens = self._pool_tokens(tokens)
-            x = torch.cat([prefix, tokens], dim=1) if self.config.keep_prefix_tokens else tokens
+            x = self.cdtm_tokens(backbone_features)
             if x.shape[1] != self.config.num_tokens:
                 raise ValueError(
                     f"the backbone gave {x.shape[1]} tokens but the CCA base matrices are "

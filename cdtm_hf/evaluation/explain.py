@@ -97,11 +97,14 @@ def _require_cca(model) -> None:
 
 
 def token_grid(model) -> tuple[int, int]:
-    """(h, w) of the backbone's patch/spatial tokens, in the row-major order the tokens come in.
+    """(h, w) of the patch/spatial tokens CDTM reads, in the row-major order the tokens come in.
 
     The backbone adapter reads it once (`BackboneAdapter.grid_size`: a ViT's patch grid, or the (h, w) of a CNN's or
-    a hierarchical transformer's last feature map).
+    a hierarchical transformer's last feature map); with `cdtm_token_grid` g, CDTM reads the g x g pooled grid.
     """
+    g = getattr(model.config, "cdtm_token_grid", None)
+    if g is not None and model.config.use_cdtm:
+        return (g, g)
     grid = model.backbone.grid_size
     if grid is None:
         p = model.backbone.num_tokens
@@ -124,8 +127,7 @@ def cca_explanations(model, pixel_values: torch.Tensor, grid: tuple[int, int] | 
         pixel_values = pixel_values.to(next(model.parameters()).device)
         features = model.backbone_features(pixel_values)  # (B, k + p, d), prefix tokens first
         k = config.num_prefix_tokens or 0
-        x = features if config.keep_prefix_tokens else features[:, k:]
-        _, scores, mixes = model.transfer(x)  # S_r (Eq. 6) and m_cd (Eq. 7) per block
+        _, scores, mixes = model.transfer(model.cdtm_tokens(features))  # S_r (Eq. 6) and m_cd (Eq. 7) per block
         logits = model(backbone_features=features, return_dict=True).logits
     finally:
         model.train(was_training)

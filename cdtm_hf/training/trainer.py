@@ -421,3 +421,13 @@ class CDTMTrainer(Trainer):
             logs = {**logs, "stage": self.stage.index}
         super().log(logs, *args, **kwargs)
 
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save, with the `hub_token` taken out of the pickled arguments it writes beside the weights
+        (`training_args.bin` of every checkpoint): a secret stays out of the run's files."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        path = os.path.join(output_dir or self.args.output_dir, "training_args.bin")
+        if self.args.hub_token and self.is_world_process_zero() and os.path.isfile(path):
+            redacted = copy.copy(self.args)
+            redacted.hub_token = None
+            torch.save(redacted, path)

@@ -100,7 +100,7 @@ def test_predict_reads_dicom_as_training_does(saved_model, tmp_path):
     pytest.importorskip("pydicom")
     import io
 
-    from cdtm_hf.data.dicom import dicom_to_png_bytes
+    from cdtm_hf.data.dicom import dicom_to_image, dicom_to_png_bytes
     from tests.data_fixtures import write_dicom
 
     path, model = saved_model
@@ -115,7 +115,8 @@ def test_predict_reads_dicom_as_training_does(saved_model, tmp_path):
     processor = CDTMImageProcessor.from_pretrained(path)
     for row in (r for r in rows if r["path"].endswith(".dcm")):
         assert row["error"] == ""
-        image = Image.open(io.BytesIO(dicom_to_png_bytes(row["path"])))
+        image = Image.open(io.BytesIO(dicom_to_png_bytes(row["path"])))  # what a builder stores for the file
+        assert np.array_equal(np.asarray(dicom_to_image(row["path"])), np.asarray(image))  # what predict decodes
         with torch.no_grad():
             probs = model(**processor(image)).logits[0].softmax(-1).numpy()
         assert [float(row["prob_benign"]), float(row["prob_malignant"])] == pytest.approx(probs, abs=1e-5)

@@ -79,18 +79,22 @@ def dicom_pixels(ds) -> tuple[np.ndarray, dict[str, str]]:
     return arr, {"modality_lut": modality, "voi_lut": voi}
 
 
-def dicom_to_png_bytes(path: str) -> bytes:
-    """Decode a DICOM file to 16-bit grayscale PNG bytes of its display intensities (`dicom_pixels`; needs pydicom).
+def dicom_to_image(path: str):
+    """A DICOM file as a 16-bit grayscale `PIL.Image` of its display intensities (`dicom_pixels`; needs pydicom).
 
-    The 16-bit PNG keeps the dynamic range; training and ``pipeline()`` turn it into 8-bit RGB with
-    ``cdtm_hf.core.image_processing_cdtm.to_rgb_image``.
+    The 16-bit image keeps the dynamic range; training and ``pipeline()`` turn it into 8-bit RGB with
+    ``cdtm_hf.core.image_processing_cdtm.to_rgb_image``. `cdtm-predict` classifies it as it is.
     """
     from PIL import Image
 
     arr, _ = dicom_pixels(require_pydicom().dcmread(path))
-    img = Image.fromarray((arr * 65535).round().astype(np.uint16))
+    return Image.fromarray((arr * 65535).round().astype(np.uint16))
+
+
+def dicom_to_png_bytes(path: str) -> bytes:
+    """`dicom_to_image` as lossless 16-bit PNG bytes: what the builders store for a ``.dcm`` file."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    dicom_to_image(path).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -5,13 +5,12 @@
 
 An input is an image file, a folder (searched recursively for images), or `@file.txt` with one path per line.
 DICOM files (`.dcm`, needs pydicom) are decoded as training decodes them: pydicom's modality and VOI LUTs, then the
-16-bit gray image the builders store (`cdtm_hf.data.dicom.dicom_to_png_bytes`), then the model's preprocessing.
+16-bit gray image the builders store (`cdtm_hf.data.dicom.dicom_to_image`), then the model's preprocessing.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import PIL.Image
 import torch
 
 from ..data import IMAGE_EXTENSIONS
-from ..data.dicom import dicom_to_png_bytes, require_pydicom
+from ..data.dicom import dicom_to_image, require_pydicom
 from ..core.image_processing_cdtm import CDTMImageProcessor, to_rgb_image
 from ..core.modeling_cdtm import CDTMForImageClassification
 from ..logging import progress_bar
@@ -88,8 +87,8 @@ def load_for_inference(
 
 def _decode(path: Path, transform) -> tuple[torch.Tensor | None, str | None]:
     try:
-        source = io.BytesIO(dicom_to_png_bytes(str(path))) if path.suffix.lower() == ".dcm" else path
-        with PIL.Image.open(source) as image:
+        opened = dicom_to_image(str(path)) if path.suffix.lower() == ".dcm" else PIL.Image.open(path)
+        with opened as image:
             return transform(to_rgb_image(image)), None
     except Exception as error:  # noqa: BLE001 - any unreadable file becomes a named row, not a crash
         return None, f"{type(error).__name__}: {error}"

@@ -79,14 +79,16 @@ def install() -> logging.Logger:
 
 def command_line_logging(**basic_config: Any) -> None:
     """A command line's logging: `logging.basicConfig(**basic_config)`, and the HF libraries' records printed once,
-    by their own handlers. transformers and datasets propagate to the root logger when the environment says
-    ``CI=true``, which printed each of their lines twice (once in each format) on CI machines."""
-    import datasets
+    by their own handlers. transformers propagates to the root logger when the environment says ``CI=true``, which
+    printed each of its lines twice (once in each format) on CI machines; datasets always does, and is set the same
+    way where the command has imported it (a command that never reads data does not import it for this)."""
     import transformers
 
     logging.basicConfig(**basic_config)
     transformers.utils.logging.disable_propagation()
-    datasets.utils.logging.disable_propagation()
+    datasets = sys.modules.get("datasets")
+    if datasets is not None:
+        datasets.utils.logging.disable_propagation()
 
 
 def set_verbosity(level: int | None) -> None:

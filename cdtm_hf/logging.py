@@ -21,7 +21,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["command_line_logging", "get_verbosity", "install", "progress_bar", "progress_bars", "progress_bars_enabled", "set_verbosity"]
+__all__ = ["command_line_logging", "get_verbosity", "install", "progress_bar", "progress_bars", "progress_bars_enabled",
+           "set_verbosity"]
 
 PACKAGE = "cdtm_hf"
 _bars_enabled = True

@@ -25,7 +25,7 @@ import pandas as pd
 from accelerate import PartialState
 
 from .. import run as _run
-from ..training.run_arguments import redact_secrets
+from ..training.run_arguments import SECRET_FIELDS, redact_secrets
 from .grid import Grid, load_grid
 from .spec import Cell, GridError, Problems
 from .tables import cell_line, read_results, write_tables
@@ -38,7 +38,8 @@ NON_RESULT_FIELDS = frozenset({
     "data_dir", "cache_dir", "feature_cache_dir", "disable_tqdm", "report_to", "logging_steps", "logging_strategy",
     "logging_dir", "logging_first_step", "log_level", "dataloader_num_workers", "dataloader_pin_memory",
     "dataloader_persistent_workers", "per_device_eval_batch_size", "save_total_limit", "push_to_hub", "hub_model_id",
-    "hub_token", "token", "hub_private_repo", "hub_strategy", "explain", "keep_checkpoints", "verify_images",
+    "hub_private_repo", "hub_strategy", "explain", "keep_checkpoints", "verify_images",
+    *SECRET_FIELDS,  # a token changes no result (and is recorded as "<TOKEN>")
 })
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 

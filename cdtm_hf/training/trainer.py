@@ -40,6 +40,7 @@ from .mixup import build_mixup
 from .lora import apply_lora, merge_lora, method_record, uses_lora
 from .optim import parameter_groups
 from .stages import STAGE1_BEST_DIR, TRAINER_STATE_NAME, Stage, resolve_resume, stage_plan
+from .run_arguments import SECRET_FIELDS
 from .selection import best_epoch_record, kept_stage  # issue 19
 from .tie_break import TieBreakOnLossCallback, tied_evaluations  # issue 19 item 9: ties within a stage
 from .weights import load_saved_weights
@@ -423,11 +424,13 @@ class CDTMTrainer(Trainer):
 
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Trainer's save, with the `hub_token` taken out of the pickled arguments it writes beside the weights
-        (`training_args.bin` of every checkpoint): a secret stays out of the run's files."""
+        """Trainer's save, with the secrets (`hub_token`) taken out of the pickled arguments it writes beside the
+        weights (`training_args.bin` of every checkpoint): a secret stays out of the run's files."""
         super().save_model(output_dir, _internal_call=_internal_call)
         path = os.path.join(output_dir or self.args.output_dir, "training_args.bin")
-        if self.args.hub_token and self.is_world_process_zero() and os.path.isfile(path):
+        secrets = [name for name in SECRET_FIELDS if getattr(self.args, name, None)]
+        if secrets and self.is_world_process_zero() and os.path.isfile(path):
             redacted = copy.copy(self.args)
-            redacted.hub_token = None
+            for name in secrets:
+                setattr(redacted, name, None)
             torch.save(redacted, path)

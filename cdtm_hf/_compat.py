@@ -78,7 +78,7 @@ def _validate_training_args(args) -> None:
 
 
 def _check_backbone(name, library=None):
-    from .core.backbones import backbone_problem
+    from .core.backbone_names import backbone_problem
 
     return backbone_problem(name, library)
 
@@ -97,7 +97,7 @@ REMOVED: dict[tuple[str, str], tuple[str, Callable[[], Any]]] = {
         "nothing: CDTMTrainingArguments checks its fields when it is built", lambda: _validate_training_args),
     ("cdtm_hf.trainer", "reinitialize_backbone"): (
         "model.backbone.reinitialize()", lambda: (lambda model: model.backbone.reinitialize())),
-    **{(m, "check_backbone"): ("cdtm_hf.core.backbones.backbone_problem", lambda: _check_backbone)
+    **{(m, "check_backbone"): ("cdtm_hf.core.backbone_names.backbone_problem", lambda: _check_backbone)
        for m in ("cdtm_hf.experiments", "cdtm_hf.experiments.checks")},
     ("cdtm_hf.experiments", "main"): ("cdtm_hf.cli.grid.main", lambda: _grid_main),
     ("cdtm_hf.experiments.runner", "main"): ("cdtm_hf.cli.grid.main", lambda: _grid_main),

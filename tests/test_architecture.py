@@ -1,7 +1,7 @@
 """The layering of cdtm_hf, read from the source: the folders are the layers, the model core stands alone and no
 module imports upwards.
 
-The core (configuration, modeling, backbones, image processing, presets) is copied into every saved checkpoint as
+The core (configuration, modeling, backbones, backbone names, image processing, presets) is copied into every saved checkpoint as
 remote code, so it must import nothing else of cdtm_hf; every other module imports only its own layer or below.
 """
 
@@ -18,7 +18,7 @@ from cdtm_hf import CDTMConfig, CDTMForImageClassification, CDTMImageProcessor
 PACKAGE = Path(cdtm_hf.__file__).parent
 FIXTURES = Path(__file__).parent / "fixtures"
 
-CORE = {"configuration_cdtm", "modeling_cdtm", "backbones", "image_processing_cdtm", "presets"}
+CORE = {"configuration_cdtm", "modeling_cdtm", "backbones", "backbone_names", "image_processing_cdtm", "presets"}
 # the layer of each top-level folder (or module) of cdtm_hf; the map in docs/architecture.md
 LAYERS = {
     "core": 1,
@@ -28,8 +28,9 @@ LAYERS = {
     "cli": 5,
 }
 # package plumbing: `_lazy` (lazy exports) may be imported by every layer; `_compat` (the 0.2 import paths) reaches
-# every layer by name, and only `__init__` files, `_lazy` and a module's `__getattr__` (names it lost) import it
-PLUMBING = {"_lazy", "_compat", "logging"}  # logging: the package logger and progress bars (issue 18)
+# every layer by name, and only `__init__` files, `_lazy` and a module's `__getattr__` (names it lost) import it;
+# `_auto` registers the core's classes with transformers' Auto classes (by module name, on import: issue 16)
+PLUMBING = {"_lazy", "_compat", "_auto", "logging"}  # logging: the package logger and progress bars (issue 18)
 
 
 def _module_name(path: Path) -> str:
@@ -66,7 +67,7 @@ SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or 
 
 
 def test_ls_shows_the_layers():
-    """Every top-level entry of the package is a layer's folder, `run.py`, or plumbing; the core holds its five."""
+    """Every top-level entry of the package is a layer's folder, `run.py`, or plumbing; the core holds its six."""
     entries = {p.stem for p in PACKAGE.iterdir() if p.name not in ("__init__.py", "__pycache__")}
     assert entries == set(LAYERS) | PLUMBING, sorted(entries ^ (set(LAYERS) | PLUMBING))
     assert {p.stem for p in (PACKAGE / "core").glob("*.py")} - {"__init__"} == CORE

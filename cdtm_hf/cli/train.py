@@ -19,7 +19,7 @@ import sys
 from .boundary import (RunInterrupted, command_line, no_space_message, one_line_errors, refuse_unknown_flags,
                        writing_into)
 
-__all__ = ["build_parser", "main", "parse", "train"]
+__all__ = ["build_parser", "main", "parse", "refuse_unknown_backbone", "train"]
 
 logger = logging.getLogger("cdtm-train")
 
@@ -136,18 +136,61 @@ def _group_help(parser, dataclass_types) -> None:
 
 def parse(argv: list[str] | None = None):
     """(model, data, training, run) arguments from `argv`, or from one JSON/YAML file given as the only argument."""
-    parser = build_parser()
     args = sys.argv[1:] if argv is None else argv
-    if len(args) == 1 and args[0].endswith((".json", ".yaml", ".yml")):
+    from_file = len(args) == 1 and args[0].endswith((".json", ".yaml", ".yml"))
+    if from_file:
         import yaml
 
         with open(os.path.abspath(args[0]), encoding="utf-8") as f:
             values = yaml.safe_load(f)  # JSON is YAML
+        values = values if isinstance(values, dict) else {}
+        refuse_unknown_backbone(values)
+    elif not HELP_FLAGS.intersection(args):
+        refuse_unknown_backbone(_backbone_flags(args))
+    parser = build_parser()
+    if from_file:
         if not values.get("output_dir"):
             parser.error(f"{args[0]} sets no output_dir; add one (the run refuses to write ./trainer_output)")
         return parser.parse_dict({"do_train": True, **values})
     refuse_unknown_flags(parser, args)  # issue 17: a mistyped flag first, before any value is checked
     return parser.parse_args_into_dataclasses(args=args)
+
+
+#: the flags that print help, which goes before any check
+HELP_FLAGS = frozenset({"-h", "--help", "--help_all"})
+#: the flags `refuse_unknown_backbone` reads, with the dashed spellings HfArgumentParser also accepts
+BACKBONE_FLAGS = ("backbone", "backbone_library", "model_name_or_path")
+
+
+def _backbone_flags(args: list[str]) -> dict:
+    """The values of `BACKBONE_FLAGS` on a command line (the rest of it is left to the full parser)."""
+    import argparse
+
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in BACKBONE_FLAGS:
+        early.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name)
+    known, _ = early.parse_known_args(list(args))
+    return vars(known)
+
+
+def refuse_unknown_backbone(values: dict) -> None:
+    """Refuse a backbone name no library knows before transformers, torch or the data are imported (issue 16).
+
+    The check is `ModelArguments`' own (`backbone_problem`, the one check of a backbone name), run early on the
+    values given: a typo in `--backbone` costs a fraction of a second, not the seconds of the imports that building the
+    argument parser needs. A name given with `--model_name_or_path` (the checkpoint decides), or with a
+    `--backbone_library` that is not one, is left to the full parser.
+    """
+    from ..core.backbone_names import BACKBONE_LIBRARIES, FieldError, backbone_problem
+
+    backbone, library = values.get("backbone"), values.get("backbone_library")
+    if backbone is None or values.get("model_name_or_path") is not None:
+        return
+    if library is not None and library not in BACKBONE_LIBRARIES:
+        return
+    problem = backbone_problem(backbone, library)
+    if problem is not None:
+        raise FieldError("backbone", problem)  # what ModelArguments raises for it
 
 
 def setup_logging(training_args) -> None:

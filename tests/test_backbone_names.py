@@ -118,3 +118,30 @@ def test_the_check_is_the_same_with_the_libraries_imported():
     assert "set backbone_library open_clip" in backbone_problem("ViT-B-16")
     assert "unknown backbone 'vitb16.laion3b'" in backbone_problem("vitb16.laion3b")
     assert "did you mean 'vitb16.laion2b'" in backbone_problem("vitb16.laion3b")
+
+
+def test_remember_registries_writes_every_installed_library(fake_library, tmp_path):
+    counts = backbone_names.remember_registries()
+    assert counts["cdtm_fakelib"] == 2 and counts["timm"] == len(timm.list_models())
+    assert counts["open_clip"] == len(open_clip.list_models())
+    assert {p.stem for p in (tmp_path / "hf" / "cdtm_hf" / "model_names").glob("*.json")} == {
+        "cdtm_fakelib", "open_clip", "timm"}
+
+
+def test_the_command_line_checks_the_backbone_first_as_the_arguments_would(tmp_path, capsys):
+    """`cdtm-train` runs `backbone_problem` on the given values before building its parser; what the early check
+    cannot judge (--help, a checkpoint's backbone, a bad --backbone_library) is the full parser's, as before."""
+    from cdtm_hf.cli.train import parse
+    from cdtm_hf.core.configuration_cdtm import FieldError
+
+    with pytest.raises(FieldError, match="unknown backbone 'not_clip': not a preset .* nor an open_clip model") as err:
+        parse(["--backbone-library", "open_clip", "--backbone=not_clip", "--output_dir", "o"])  # dashed, `=` forms
+    assert err.value.field == "backbone"
+    (tmp_path / "args.yaml").write_text("backbone: vitb16.laion3b\noutput_dir: o\n")
+    with pytest.raises(FieldError, match="did you mean 'vitb16.laion2b'"):
+        parse([str(tmp_path / "args.yaml")])
+    with pytest.raises(FieldError, match="backbone_library 'nope' is not one of"):
+        parse(["--backbone", "not_a_model", "--backbone_library", "nope", "--output_dir", "o"])
+    with pytest.raises(SystemExit) as help_exit:
+        parse(["--backbone", "not_a_model", "--help"])
+    assert help_exit.value.code == 0 and "--backbone" in capsys.readouterr().out

@@ -2,16 +2,18 @@
 
 [`backbone_problem`] says why a name cannot be built as a backbone (or None). A preset costs nothing. A timm or
 open_clip name is looked up in that library's own registry (`timm.is_model`, `open_clip.list_models`). Importing either
-takes seconds (each imports torch and registers every model it ships), which is most of the wait of a command line that
-refuses `--backbone not_a_model` (issue 16). So the registry's names are remembered: one small JSON file per installed
-library, `<HF_HOME>/cdtm_hf/model_names/<library>.json`, written the first time the registry is asked and keyed by where
-the library is installed, how many source files it has and the newest of their modification times. An upgrade, a
-downgrade or an edited install changes the key, and the registry is asked again. A library that is imported already is
-always asked itself (it may hold models registered at run time); where the file cannot be written (a read-only home,
-a full disk), every check asks the library.
+takes seconds (each imports torch and registers every model it ships), which was most of the wait of a command line
+that refuses `--backbone not_a_model` (issue 16). So the registry's names are remembered: one small JSON file per
+installed library, `<HF_HOME>/cdtm_hf/model_names/<library>.json`, written the first time the registry is asked (or by
+`remember_registries`, which `scripts/install.sh` calls) and keyed by where the library is installed, how many source
+files it has and the newest of their modification times. An upgrade, a downgrade or an edited install changes the
+key, and the registry is asked again. A library that is imported already is always asked itself (it may hold models
+registered at run time); where the file cannot be written (a read-only home, a full disk), every check asks the
+library.
 
-This file imports nothing heavy at the top, and nothing of cdtm_hf but `presets`: the command lines import it before
-transformers and torch, and a checkpoint's remote code carries it beside `backbones.py`.
+`FieldError` (a bad value of one argument field) and `BACKBONE_LIBRARIES` live here too, so that the command lines
+can raise the check's error before transformers is imported. This file imports nothing heavy at the top, and nothing
+of cdtm_hf but `presets`; a checkpoint's remote code carries it beside `backbones.py`.
 """
 
 from __future__ import annotations
@@ -124,6 +126,12 @@ def registry_names(library: str) -> frozenset[str]:
     names = frozenset(REGISTRY_LISTS[library](_import(library)))
     _write(path, {"library": library, "key": key, "names": sorted(names)})
     return names
+
+
+def remember_registries() -> dict[str, int]:
+    """Ask every installed library's registry now and remember its names (what `scripts/install.sh` does after
+    installing, so that even the first `--backbone` typo is refused at once); `{library: number of names}`."""
+    return {library: len(registry_names(library)) for library in REGISTRY_LISTS if importlib.util.find_spec(library)}
 
 
 def memo_folder() -> str:

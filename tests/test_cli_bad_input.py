@@ -122,3 +122,21 @@ def test_the_console_gives_one_line_and_exit_status_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_parser_records_every_option_it_has(capsys):
+    """`CDTMArgumentParser.arguments` (what `add_argument` returned; argparse has no public list) holds every option
+    `--help_all` prints, and nothing else: the unknown-flag hint and the bool spellings see them all."""
+    import re
+
+    from cdtm_hf.cli.train import build_parser
+
+    parser = build_parser()
+    recorded = {s for action in parser.arguments for s in action.option_strings}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help_all"])
+    printed = set(re.findall(r"^\s{2}(-{1,2}[\w-]+)", capsys.readouterr().out, flags=re.M))
+    assert len(recorded) > 250 and {"--backbone", "--learning_rate", "--no_stage2_from_best", "--help_all", "-h"} <= recorded
+    # each option's first spelling is printed (the dashed aliases and --no_ twins share its line)
+    assert {action.option_strings[0] for action in parser.arguments} <= printed
+    assert printed <= recorded

@@ -17,7 +17,7 @@ import errno
 import functools
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -180,14 +180,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def refuse_unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """`parser.error` on the first argument `parser` does not know, with the closest flag, before any value check."""
+def refuse_unknown_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
+                         actions: Iterable[argparse.Action]) -> None:
+    """`parser.error` on the first argument `parser` does not know, with the closest of the flags of `actions` (the
+    parser's, as `add_argument` returned them), before any value check."""
     import difflib
 
     _, unknown = parser.parse_known_args(list(argv))
     if not unknown:
         return
-    flags = [s for action in parser._actions for s in action.option_strings]
+    flags = [s for action in actions for s in action.option_strings]
     first = unknown[0].split("=", 1)[0]
     close = difflib.get_close_matches(first, flags, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""

@@ -42,16 +42,14 @@ PAPER_DEFAULTS_HELP = {
 
 def build_parser():
     """The parser of the four argument dataclasses; `--do_train` defaults to True and `--output_dir` is required."""
-    from transformers import HfArgumentParser
-
-    from ..training.arguments import CDTMTrainingArguments, accept_bool_spellings
+    from ..training.arguments import CDTMArgumentParser, CDTMTrainingArguments
     from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))
+    # --backbone_norm_eval true, as --augment true (issue 18): CDTMArgumentParser takes every boolean spelling
+    parser = CDTMArgumentParser((ModelArguments, DataArguments, CDTMTrainingArguments, RunArguments))
     one_line_errors(parser)  # issue 17: a bad argument is one line, exit 2
     parser.set_defaults(do_train=True)
-    accept_bool_spellings(parser)  # --backbone_norm_eval true, as --augment true (issue 18)
-    for action in parser._actions:
+    for action in parser.arguments:
         if action.dest in PAPER_DEFAULTS_HELP:
             action.help = f"{PAPER_DEFAULTS_HELP[action.dest]} (default: %(default)s, this package's)"
         elif action.dest == "do_train":
@@ -71,67 +69,65 @@ TRAINING_ARGUMENTS_DOCS = "https://huggingface.co/docs/transformers/main_classes
 
 def _group_help(parser, dataclass_types) -> None:
     """`--help`: the package's own options by group, then the TrainingArguments options whose defaults it sets and
-    the most used ones, and a pointer for the other inherited ones; `--help_all` prints every option."""
+    the most used ones, and a pointer for the other inherited ones; `--help_all` prints every option.
+
+    The short help is a second, display-only `ArgumentParser` with one argument group per section, formatted by
+    argparse itself: each shown option is added to it with its first spelling, help, default and metavar.
+    """
     import argparse
-    import copy
     import dataclasses
 
     from transformers import TrainingArguments
 
     model_t, data_t, training_t, run_t = dataclass_types
     inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    full_help = parser.format_help
+
+    class HelpAll(argparse.Action):
+        def __call__(self, parser_, namespace, values, option_string=None):
+            sys.stdout.write(full_help())
+            parser_.exit()
+
+    parser.add_argument("--help_all", action=HelpAll, nargs=0, default=argparse.SUPPRESS,
+                        help="show every option, the inherited TrainingArguments ones included, and exit")
     by_dest: dict[str, list] = {}
-    for action in parser._actions:
+    for action in parser.arguments:
         by_dest.setdefault(action.dest, []).append(action)
 
-    def actions(names):  # display copies: one spelling per option, the --no_<flag> twins left to --help_all
-        out = []
-        for action in (a for name in names for a in by_dest.get(name, ())):
-            if any(o.startswith("--no_") for o in action.option_strings):
-                continue
-            shown = copy.copy(action)
-            shown.option_strings = action.option_strings[:1]
-            if shown.default is None:
-                shown.default = argparse.SUPPRESS  # no "(default: None)"
-            out.append(shown)
-        return out
+    def shown(names):  # one spelling per option, the --no_<flag> twins left to --help_all
+        return [a for name in names for a in by_dest.get(name, ())
+                if not any(o.startswith("--no_") for o in a.option_strings)]
 
     def names(cls, keep=lambda name: True):
         return [f.name for f in dataclasses.fields(cls) if keep(f.name)]
 
     sections = [
-        ("model (cdtm_hf ModelArguments)", actions(names(model_t))),
-        ("data (cdtm_hf DataArguments)", actions(names(data_t))),
-        ("fine-tuning (cdtm_hf CDTMTrainingArguments)", actions(names(training_t, lambda n: n not in inherited))),
+        ("help", shown(["help", "help_all"])),
+        ("model (cdtm_hf ModelArguments)", shown(names(model_t))),
+        ("data (cdtm_hf DataArguments)", shown(names(data_t))),
+        ("fine-tuning (cdtm_hf CDTMTrainingArguments)", shown(names(training_t, lambda n: n not in inherited))),
         ("training (transformers TrainingArguments: this package's defaults and the most used)",
-         actions([*COMMON_TRAINING_OPTIONS, *PAPER_DEFAULTS_HELP])),
-        ("output folder (cdtm_hf RunArguments)", actions(names(run_t))),
+         shown([*COMMON_TRAINING_OPTIONS, *PAPER_DEFAULTS_HELP])),
+        ("output folder (cdtm_hf RunArguments)", shown(names(run_t))),
     ]
-    shown = {a.dest for _, group in sections for a in group}
-    hidden = sorted({n for n in inherited if n in by_dest} - shown)
-    full_help = parser.format_help
-
-    def short_help() -> str:
-        formatter = parser._get_formatter()
-        formatter.add_usage("%(prog)s [--help | --help_all] --output_dir DIR [options]", None, [])
-        formatter.add_text(parser.description)
-        for title, group in (("help", actions(["help", "help_all"])), *sections):
-            formatter.start_section(title)
-            formatter.add_arguments(group)
-            formatter.end_section()
-        formatter.add_text(f"The other {len(hidden)} options of transformers' TrainingArguments are accepted too "
-                           f"(--help_all lists them; documented at {TRAINING_ARGUMENTS_DOCS}).")
-        return formatter.format_help()
-
-    class HelpAll(argparse.Action):
-        def __call__(self, parser_, namespace, values, option_string=None):
-            parser_._print_message(full_help(), sys.stdout)
-            parser_.exit()
-
-    parser.add_argument("--help_all", action=HelpAll, nargs=0, default=argparse.SUPPRESS,
-                        help="show every option, the inherited TrainingArguments ones included, and exit")
-    by_dest["help_all"] = [parser._actions[-1]]
-    parser.format_help = short_help
+    listed = {a.dest for _, group in sections for a in group}
+    hidden = sorted({n for n in inherited if n in by_dest} - listed)
+    display = argparse.ArgumentParser(
+        prog=parser.prog, usage="%(prog)s [--help | --help_all] --output_dir DIR [options]",
+        description=parser.description, add_help=False, formatter_class=parser.formatter_class,
+        epilog=f"The other {len(hidden)} options of transformers' TrainingArguments are accepted too (--help_all "
+               f"lists them; documented at {TRAINING_ARGUMENTS_DOCS}).")
+    for title, actions in sections:
+        group = display.add_argument_group(title)
+        for action in actions:
+            if action.nargs == 0:  # a switch: no value shown
+                group.add_argument(action.option_strings[0], action="store_true", default=argparse.SUPPRESS,
+                                   help=action.help)
+                continue
+            group.add_argument(action.option_strings[0], nargs=action.nargs, metavar=action.metavar,
+                               choices=action.choices, help=action.help,
+                               default=argparse.SUPPRESS if action.default is None else action.default)
+    parser.format_help = display.format_help
 
 
 def parse(argv: list[str] | None = None):
@@ -152,7 +148,7 @@ def parse(argv: list[str] | None = None):
         if not values.get("output_dir"):
             parser.error(f"{args[0]} sets no output_dir; add one (the run refuses to write ./trainer_output)")
         return parser.parse_dict({"do_train": True, **values})
-    refuse_unknown_flags(parser, args)  # issue 17: a mistyped flag first, before any value is checked
+    refuse_unknown_flags(parser, args, parser.arguments)  # issue 17: a mistyped flag first, before any value is checked
     return parser.parse_args_into_dataclasses(args=args)
 
 

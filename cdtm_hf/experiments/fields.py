@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from ..training.arguments import CDTMTrainingArguments, accept_bool_spellings
+from ..training.arguments import CDTMArgumentParser, CDTMTrainingArguments
 from ..training.run_arguments import DataArguments, ModelArguments, RunArguments
 
 #: The argument dataclasses of one run, in `run_finetuning`'s order (the same parser as `examples/run_sft.py`).
@@ -27,9 +27,7 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, CDTMTrainingArguments, RunArg
 @lru_cache(maxsize=1)
 def argument_parser() -> HfArgumentParser:
     """The one `HfArgumentParser` over the argument classes (argparse errors raise instead of exiting)."""
-    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
-    accept_bool_spellings(parser)  # a YAML boolean for an auto/True/False field (issue 18)
-    return parser
+    return CDTMArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)  # a YAML boolean for auto/True/False (issue 18)
 
 
 @lru_cache(maxsize=1)

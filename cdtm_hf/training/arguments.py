@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 from ..core.configuration_cdtm import FieldError
 from .feature_cache import CACHE_DTYPES
@@ -39,15 +41,35 @@ def _parse_norm_eval(value: Any) -> str | bool:
     )
 
 
-def accept_bool_spellings(parser) -> None:
-    """Let every option whose choices hold True and False (e.g. `backbone_norm_eval`: auto, True, False) take each
-    spelling of a boolean that a plain bool option takes (true/false, yes/no, 1/0, any case), and YAML's booleans.
+class CDTMArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` that keeps the `Action` each `add_argument` returns, in `arguments`, and lets every
+    True/False choice take each spelling of a boolean ([`accept_bool_spellings`]).
 
-    `HfArgumentParser` maps a `Literal` choice back from its exact `str()` only ("True"); the command line
-    (`cdtm_hf.cli.train.build_parser`) and the grid fields (`cdtm_hf.experiments.fields.argument_parser`) call this
-    on their parser (issue 18).
+    argparse documents what `add_argument` returns and lists a parser's actions nowhere public, so the parser records
+    them itself (every field of the argument dataclasses is added through it: they declare no argument groups). The
+    command line (`cdtm_hf.cli.train.build_parser`) and the grid fields (`cdtm_hf.experiments.fields`) use it.
     """
-    for action in parser._actions:
+
+    def __init__(self, dataclass_types, **kwargs):
+        self.arguments: list[argparse.Action] = []
+        super().__init__(dataclass_types, **kwargs)
+        accept_bool_spellings(self.arguments)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+
+def accept_bool_spellings(actions: Iterable[argparse.Action]) -> None:
+    """Let every option among `actions` whose choices hold True and False (e.g. `backbone_norm_eval`: auto, True,
+    False) take each spelling of a boolean that a plain bool option takes (true/false, yes/no, 1/0, any case), and
+    YAML's booleans.
+
+    `HfArgumentParser` maps a `Literal` choice back from its exact `str()` only ("True"); [`CDTMArgumentParser`]
+    calls this on its own arguments (issue 18).
+    """
+    for action in actions:
         choices = list(action.choices or ())
         if not any(c is True for c in choices) or not any(c is False for c in choices) or action.type is None:
             continue
@@ -244,4 +266,4 @@ def _check_hf_flags(args: CDTMTrainingArguments) -> None:
              "--hub_always_push out")
 
 
-__all__ = ["CDTMTrainingArguments", "accept_bool_spellings"]
+__all__ = ["CDTMArgumentParser", "CDTMTrainingArguments", "accept_bool_spellings"]

@@ -36,8 +36,8 @@ def register_auto_classes(_module: object = None) -> bool:
     if any(_importing(name) for name in CORE_CLASSES):
         return False  # one of them is part-way through its import, further up this stack: wait for its hook
     modules = {name: importlib.import_module(name) for name in CORE_CLASSES}
-    if _registered or any(_importing(name) for name in CORE_CLASSES):
-        return _registered  # an import above ran these hooks again, and they registered (or will)
+    if _registered:
+        return True  # the imports above ran these hooks again, and they registered
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     config, model, processor = (getattr(modules[name], cls) for name, cls in CORE_CLASSES.items())

@@ -172,19 +172,17 @@ def _backbone_flags(args: list[str]) -> dict:
 def refuse_unknown_backbone(values: dict) -> None:
     """Refuse a backbone name no library knows before transformers, torch or the data are imported (issue 16).
 
-    The check is `ModelArguments`' own (`backbone_problem`, the one check of a backbone name), run early on the
+    The check is `ModelArguments`' own (`backbone_arguments_problem`, over the one check of a name), run early on the
     values given: a typo in `--backbone` costs a fraction of a second, not the seconds of the imports that building the
     argument parser needs. A name given with `--model_name_or_path` (the checkpoint decides), or with a
     `--backbone_library` that is not one, is left to the full parser.
     """
-    from ..core.backbone_names import BACKBONE_LIBRARIES, FieldError, backbone_problem
+    from ..core.backbone_names import FieldError, backbone_arguments_problem
 
-    backbone, library = values.get("backbone"), values.get("backbone_library")
-    if backbone is None or values.get("model_name_or_path") is not None:
+    if values.get("backbone") is None:  # the default is a preset
         return
-    if library is not None and library not in BACKBONE_LIBRARIES:
-        return
-    problem = backbone_problem(backbone, library)
+    problem = backbone_arguments_problem(values["backbone"], values.get("backbone_library"),
+                                         values.get("model_name_or_path"))
     if problem is not None:
         raise FieldError("backbone", problem)  # what ModelArguments raises for it
 

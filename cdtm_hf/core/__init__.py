@@ -4,6 +4,6 @@
 and the classifier), `backbones` (timm / open_clip tokens), `backbone_names` (the one check of a backbone name,
 torch-free), `image_processing_cdtm` (the backbone's preprocessing and the one image decode) and `presets` (backbone
 presets as data). They import nothing else of cdtm_hf, and relative imports only among themselves, so a checkpoint's
-copies load where cdtm_hf is not installed. This `__init__` is not copied
-into checkpoints.
+copies load where cdtm_hf is not installed. This `__init__` is not copied into
+checkpoints.
 """

@@ -93,6 +93,15 @@ def backbone_problem(name: Any, library: str | None = None) -> str | None:
             f"{suggest(name, list(BACKBONE_PRESETS))}; presets: {', '.join(BACKBONE_PRESETS)}")
 
 
+def backbone_arguments_problem(backbone: Any, library: str | None, model_name_or_path: str | None) -> str | None:
+    """The check of a run's backbone arguments, for `ModelArguments` and the command line's early look at them: None
+    with `model_name_or_path` (the checkpoint names its backbone) or where `library` is no library (the architecture
+    check names that), else [`backbone_problem`]."""
+    if model_name_or_path is not None or (library is not None and library not in BACKBONE_LIBRARIES):
+        return None
+    return backbone_problem(backbone, library)
+
+
 def is_timm_model(name: str) -> bool:
     """`timm.is_model(name)`: whether the architecture, the name before any `.pretrained_tag`, is in timm's registry."""
     timm = sys.modules.get("timm")
@@ -123,7 +132,7 @@ def registry_names(library: str) -> frozenset[str]:
     remembered = _read(path)
     if remembered is not None and remembered.get("key") == key and isinstance(remembered.get("names"), list):
         return frozenset(remembered["names"])
-    names = frozenset(REGISTRY_LISTS[library](_import(library)))
+    names = frozenset(REGISTRY_LISTS[library](import_library(library)))
     _write(path, {"library": library, "key": key, "names": sorted(names)})
     return names
 
@@ -161,7 +170,8 @@ def _install_key(root: str) -> list:
     return [os.path.realpath(root), count, newest]
 
 
-def _import(library: str):
+def import_library(library: str):
+    """Import backbone library `library`; where it is absent, an ImportError that says what to install."""
     try:
         return importlib.import_module(library)
     except ImportError as err:  # pragma: no cover - exercised only where the library is absent

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbone_names import INSTALL_HINTS, backbone_problem
+from .backbone_names import backbone_problem, import_library
 from .presets import check_backbone_available
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -73,11 +73,7 @@ def _timm():
 
 
 def _open_clip():
-    try:
-        import open_clip
-    except ImportError as err:  # pragma: no cover - exercised only where open_clip is absent
-        raise ImportError(INSTALL_HINTS["open_clip"]) from err
-    return open_clip
+    return import_library("open_clip")
 
 
 def _transformers():

@@ -1,7 +1,7 @@
 """The argument dataclasses of one run besides `CDTMTrainingArguments`: the model, the data and the output folder.
 
 Each field is checked once, on construction, by the one check of its subject (`check_model_fields` and
-`backbone_problem` of the model core, `data_source_problem` of the data package), so a run started from
+`backbone_arguments_problem` of the model core, `data_source_problem` of the data package), so a run started from
 `examples/run_sft.py`, a grid or Python fails on a wrong value before any data is read, and in a second.
 """
 
@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.backbone_names import backbone_problem
+from ..core.backbone_names import backbone_arguments_problem
 from ..core.configuration_cdtm import DEFAULT_CDTM_VARIANT, FieldError, check_model_fields
 from ..data.registry import IMAGEFOLDER, data_source_problem
 from ..data.verify import VERIFY_MODES
@@ -113,9 +113,8 @@ class ModelArguments:
             num_centers=self.num_centers, num_cdtm_blocks=self.num_cdtm_blocks, mha_num_heads=self.mha_num_heads,
             cdtm_variant=self.cdtm_variant,
         )
-        if self.model_name_or_path is None:
-            problem = backbone_problem(self.backbone, self.backbone_library)
-            _require(problem is None, "backbone", str(problem))
+        problem = backbone_arguments_problem(self.backbone, self.backbone_library, self.model_name_or_path)
+        _require(problem is None, "backbone", str(problem))
         _require(self.cdtm_token_grid is None or self.cdtm_token_grid >= 1, "cdtm_token_grid",
                  f"cdtm_token_grid must be >= 1 (a g x g grid), got {self.cdtm_token_grid}")
 
